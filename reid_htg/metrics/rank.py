@@ -59,6 +59,22 @@ class RankResult:
             raise ValueError(f"rank-{k} needs 1 <= k <= max_rank={len(self.cmc)}")
         return float(self.cmc[k - 1])
 
+    def format(self, metrics: tuple[str, ...] = ()) -> str:
+        """A small text table; ``metrics`` picks rows (``rank1``, ``rank5``, ``rank10``, ``mAP``, ``mINP``), all by default."""
+        summary = self.as_dict()
+        names = [m for m in ("rank1", "rank5", "rank10", "mAP", "mINP") if m in summary]
+        unknown = sorted(set(metrics) - set(names))
+        if unknown:
+            raise ValueError(f"unknown metric(s) {unknown}; choose from {names}")
+        rows = [(m.replace("rank", "rank-") if m.startswith("rank") else m, f"{100 * summary[m]:.2f}%") for m in (metrics or names)]
+        rows += [
+            ("AP formula", self.ap_formula),
+            ("queries", f"{self.num_valid_query} valid of {self.num_query}"),
+            ("gallery", str(self.num_gallery)),
+        ]
+        width = max(len(k) for k, _ in rows)
+        return "\n".join(f"{k:<{width}}  {v}" for k, v in rows)
+
     def as_dict(self) -> dict:
         """The summary as plain numbers (the ``tools/eval.py --json`` schema)."""
         out = {f"rank{k}": self.rank(k) for k in (1, 5, 10) if k <= len(self.cmc)}
@@ -328,7 +344,7 @@ def evaluate_features(
     metric: str = "cosine",
     max_rank: int = 50,
     ap: str = DEFAULT_AP,
-    block_size: int = 512,
+    block_size: int = 1024,
     chunk_size: int = 64,
     num_bins: int = 2048,
 ) -> RankResult:

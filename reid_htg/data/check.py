@@ -1,0 +1,134 @@
+"""Checks of a dataset table against the files on disk and the re-ID protocol."""
+from __future__ import annotations
+
+import os
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+import pandas as pd
+from PIL import Image
+from tqdm import tqdm
+
+from reid_htg.data.table import SPLITS, DatasetError
+
+
+def _open_error(path: str) -> str | None:
+    """None if the image decodes fully, else the reason it does not."""
+    if not os.path.isfile(path):
+        return "file not found"
+    try:
+        with Image.open(path) as im:
+            im.load()  # a full decode: verify() misses truncated JPEG data
+    except Exception as exc:  # noqa: BLE001 - Pillow raises many types for bad files
+        return f"{type(exc).__name__}: {exc}"
+    return None
+
+
+def find_unreadable(paths, workers: int = 4, progress: bool = True) -> list[tuple[str, str]]:
+    """Decode every image and return ``(path, reason)`` for those that fail, in input order.
+
+    Pillow releases the GIL while decoding, so a few threads use all cores.
+    """
+    paths = list(paths)
+    with ThreadPoolExecutor(workers) as pool:
+        reasons = list(tqdm(pool.map(_open_error, paths), total=len(paths), desc="decoding images", disable=not progress, leave=False))
+    return [(p, r) for p, r in zip(paths, reasons) if r is not None]
+
+
+def queries_without_match(df: pd.DataFrame) -> pd.DataFrame:
+    """Query rows whose identity has no gallery image from another camera.
+
+    Under the Market-1501 protocol such a query has no true match: it cannot be
+    scored. Junk queries (pid -1) are included.
+    """
+    q = df[df["split"] == "query"]
+    g = df[df["split"] == "gallery"]
+    pairs = set(zip(g["pid"].to_numpy().tolist(), g["camid"].to_numpy().tolist()))
+    gallery_cams: dict[int, set[int]] = {}
+    for pid, cam in pairs:
+        gallery_cams.setdefault(pid, set()).add(cam)
+    ok = np.array([pid != -1 and bool(gallery_cams.get(pid, set()) - {cam}) for pid, cam in zip(q["pid"], q["camid"])], bool)
+    return q[~ok]
+
+
+def check_dataset(df: pd.DataFrame, decode: bool = True, progress: bool = True) -> dict:
+    """Everything wrong with a dataset, as a report.
+
+    Args:
+        df: a dataset table.
+        decode: open every image (slow on big sets, but the only way to find
+            truncated files).
+        progress: show a progress bar while decoding.
+
+    Returns:
+        ``{"splits": {split: {"images", "ids", "cams"}}, "problems": [...], "usable": bool}``.
+        Each problem is a dict with ``kind``, ``message`` and, where it applies,
+        ``paths``. Unreadable images and empty train/gallery splits make a
+        dataset unusable; queries without a true match are reported (they are
+        counted and skipped at evaluation) and make it unusable only when no
+        query is left.
+    """
+    problems = []
+    splits = {
+        s: {
+            "images": int((df["split"] == s).sum()),
+            "ids": int(df.loc[(df["split"] == s) & (df["pid"] != -1), "pid"].nunique()),
+            "cams": int(df.loc[df["split"] == s, "camid"].nunique()),
+        }
+        for s in SPLITS
+    }
+    usable = True
+    for s in SPLITS:
+        if splits[s]["images"] == 0 and not (s == "query" and splits["gallery"]["images"] > 0):
+            problems.append({"kind": "empty_split", "message": f"split {s!r} has no images"})
+            usable = False
+    if decode:
+        bad = find_unreadable(df["path"], progress=progress)
+        if bad:
+            usable = False
+            problems.append(
+                {
+                    "kind": "unreadable",
+                    "message": f"{len(bad)} image(s) cannot be read; fix or remove them "
+                    "(training can skip them with data.skip_unreadable=true)",
+                    "paths": [p for p, _ in bad],
+                    "reasons": [r for _, r in bad],
+                }
+            )
+    if splits["query"]["images"]:
+        lonely = queries_without_match(df)
+        if len(lonely):
+            ids = sorted(set(lonely["pid"].tolist()))
+            problems.append(
+                {
+                    "kind": "query_without_match",
+                    "message": f"{len(lonely)} query image(s) of {len(ids)} identit{'y' if len(ids) == 1 else 'ies'} "
+                    f"({', '.join(map(str, ids[:10]))}{', ...' if len(ids) > 10 else ''}) have no gallery image "
+                    "of the same identity from another camera; evaluation counts and skips them",
+                    "paths": lonely["path"].tolist(),
+                }
+            )
+            if len(lonely) == splits["query"]["images"]:
+                usable = False
+    return {"splits": splits, "problems": problems, "usable": usable}
+
+
+def drop_unreadable(df: pd.DataFrame, progress: bool = True) -> tuple[pd.DataFrame, list[tuple[str, str]]]:
+    """The table without its unreadable images, and the ``(path, reason)`` of those dropped."""
+    bad = find_unreadable(df["path"], progress=progress)
+    if not bad:
+        return df, []
+    bad_paths = {p for p, _ in bad}
+    return df[~df["path"].isin(bad_paths)].reset_index(drop=True), bad
+
+
+def require_readable(df: pd.DataFrame, progress: bool = True) -> None:
+    """Raise :class:`DatasetError` naming every unreadable image."""
+    bad = find_unreadable(df["path"], progress=progress)
+    if bad:
+        listing = "\n".join(f"  {p}: {r}" for p, r in bad[:20])
+        more = f"\n  ... and {len(bad) - 20} more" if len(bad) > 20 else ""
+        raise DatasetError(
+            f"{len(bad)} image(s) cannot be read:\n{listing}{more}\n"
+            "fix or remove them, or pass data.skip_unreadable=true to train without them"
+        )

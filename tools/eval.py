@@ -1,0 +1,91 @@
+#!/usr/bin/env python
+"""Evaluate re-ID features or a trained model: CMC rank-k, mAP, mINP (Market-1501 protocol).
+
+    python tools/eval.py --rank1 --mAP                              # the most recent run under runs/
+    python tools/eval.py --checkpoint runs/x/last.pt [--dataset cuhk03 --data-root PATH]
+    python tools/eval.py --features feats.npz [--ap official] [--metric euclidean] [--json out.json]
+
+A features file is an .npz with arrays qf, gf, q_pids, g_pids, q_camids, g_camids.
+Distances are cosine on L2-normalised features unless --metric euclidean.
+The AP formula defaults to noninterp (torchreid / fast-reid); --ap official is
+the Market-1501 evaluation code's trapezoid formula.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+import numpy as np
+
+from reid_htg.metrics import AP_FORMULAS, evaluate_features
+from reid_htg.metrics.rank import DEFAULT_AP
+
+FEATURE_KEYS = ("qf", "gf", "q_pids", "g_pids", "q_camids", "g_camids")
+
+
+def load_features(path: str) -> dict:
+    """The six arrays of a features file, with an error naming what is missing."""
+    try:
+        data = np.load(path, allow_pickle=False)
+    except (OSError, ValueError) as exc:
+        raise SystemExit(f"error: cannot read features file {path!r}: {exc}") from None
+    missing = [k for k in FEATURE_KEYS if k not in data.files]
+    if missing:
+        raise SystemExit(f"error: {path} lacks array(s) {missing}; a features file needs {list(FEATURE_KEYS)}")
+    return {k: data[k] for k in FEATURE_KEYS}
+
+
+def parse_args(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    src = ap.add_argument_group("what to evaluate (default: the most recent run under runs/)")
+    src.add_argument("--features", help="an .npz with qf, gf, q_pids, g_pids, q_camids, g_camids")
+    src.add_argument("--checkpoint", help="a checkpoint written by tools/train_reid.py")
+    src.add_argument("--runs-dir", default="runs", help="where to look for the most recent run (default: runs)")
+    src.add_argument("--dataset", help="dataset name (default: the one the checkpoint was trained for)")
+    src.add_argument("--data-root", help="dataset folder (default: the one the checkpoint was trained on)")
+    src.add_argument("--batch-size", type=int, default=128, help="images per forward pass when extracting features")
+    src.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda when available)")
+    m = ap.add_argument_group("metrics")
+    for name in ("rank1", "rank5", "rank10", "mAP", "mINP"):
+        m.add_argument(f"--{name}", action="store_true", help=f"show {name} (all metrics are shown when none is picked)")
+    m.add_argument("--ap", choices=AP_FORMULAS, default=DEFAULT_AP, help=f"AP formula (default: {DEFAULT_AP})")
+    m.add_argument("--metric", choices=("cosine", "euclidean"), default="cosine", help="distance (default: cosine)")
+    m.add_argument("--max-rank", type=int, default=50, help="length of the CMC curve (default: 50)")
+    ap.add_argument("--json", help="write the metrics as JSON to this file (fractions in [0, 1])")
+    return ap.parse_args(argv)
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    picked = tuple(n for n in ("rank1", "rank5", "rank10", "mAP", "mINP") if getattr(args, n))
+    if args.features and args.checkpoint:
+        raise SystemExit("error: pass either --features or --checkpoint, not both")
+    if args.features:
+        feats = load_features(args.features)
+        source = args.features
+    else:
+        from reid_htg.engine.extract import features_for_checkpoint, latest_checkpoint
+
+        ckpt = args.checkpoint or latest_checkpoint(args.runs_dir)
+        feats = features_for_checkpoint(
+            ckpt, dataset=args.dataset, data_root=args.data_root, batch_size=args.batch_size, device=args.device
+        )
+        source = f"{ckpt} on {feats.pop('description')}"
+    try:
+        result = evaluate_features(
+            feats["qf"], feats["gf"], feats["q_pids"], feats["g_pids"], feats["q_camids"], feats["g_camids"],
+            metric=args.metric, ap=args.ap, max_rank=args.max_rank,
+        )
+    except ValueError as exc:
+        raise SystemExit(f"error: {exc}") from None
+    print(f"{source}  ({args.metric} distance, Market-1501 protocol)")
+    print(result.format(picked))
+    if args.json:
+        with open(args.json, "w") as fh:
+            json.dump(result.as_dict(), fh, indent=2)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
