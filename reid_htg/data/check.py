@@ -31,7 +31,7 @@ def find_unreadable(paths, workers: int = 4, progress: bool = True) -> list[tupl
     """
     paths = list(paths)
     with ThreadPoolExecutor(workers) as pool:
-        reasons = list(tqdm(pool.map(_open_error, paths), total=len(paths), desc="decoding images", disable=not progress, leave=False))
+        reasons = list(tqdm(pool.map(_open_error, paths), total=len(paths), desc="decoding images", disable=None if progress else True, leave=False))
     return [(p, r) for p, r in zip(paths, reasons) if r is not None]
 
 

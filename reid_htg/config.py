@@ -1,0 +1,202 @@
+"""Experiment configs: frozen dataclasses loaded from YAML, strict on unknown keys.
+
+Only ``tools/`` reads configs; the library takes plain arguments. Defaults
+live in one place, the dataclasses below. A YAML file or a ``key=value``
+override that names a key that does not exist raises, naming the key and the
+valid ones: a typo never trains silently with a default.
+"""
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+
+import yaml
+
+
+class ConfigError(ValueError):
+    """A config that does not match its dataclass."""
+
+
+@dataclass(frozen=True)
+class Component:
+    """A pluggable part: ``{name: ..., args: {...}}``."""
+
+    name: str
+    args: dict = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    dataset: str = "synthetic"  # a name from reid_htg.data.DATASETS, or synthetic
+    root: str = "data/synthetic"  # --data-root overrides it
+    args: dict = field(default_factory=dict)  # reader options (e.g. num_train for cuhk01)
+    height: int = 64
+    width: int = 32
+    p: int = 8  # identities per batch
+    k: int = 4  # images per identity
+    cache: bool = True  # decode every image once, into memory
+    workers: int = 0  # decoding processes when not cached
+    skip_unreadable: bool = False  # train without unreadable images instead of stopping
+    flip: bool = True
+    pad: int = 4
+    erasing: float = 0.5
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    backbone: str = "resnet18"
+    pretrained: str = ""  # local weights file; never downloaded
+    last_stride: int = 1
+    global_feature: bool = True
+    keypoint_blocks: tuple[int, ...] = (3, 4)
+    embed_dim: int = 0  # 0: no projection
+    bnneck: bool = True
+    classifier: str = "biasless"  # or cosine
+    cosine_scale: float = 16.0
+    eval_feature: str = "bn"  # bn (after the BNNeck) or pre
+
+
+@dataclass(frozen=True)
+class LossConfig:
+    softmax: float = 1.0  # weight of the identity cross-entropy
+    label_smoothing: float = 0.1
+    triplet: float = 1.0  # weight of the batch-hard triplet loss
+    margin: typing.Optional[float] = 0.3  # null: soft margin
+    normalize: bool = True  # triplet on L2-normalised embeddings
+
+
+@dataclass(frozen=True)
+class OptimConfig:
+    optimizer: Component = field(default_factory=lambda: Component("adam", {"lr": 3.5e-4, "weight_decay": 5e-4}))
+    warmup_epochs: float = 2.0  # linear warm-up from 1% of the learning rate
+    schedule: str = "cosine"  # cosine, step or constant
+    milestones: tuple[int, ...] = ()  # epochs where step decays by gamma
+    gamma: float = 0.1
+    grad_clip: float = 0.0  # 0: off
+
+
+@dataclass(frozen=True)
+class HTGConfig:
+    enabled: bool = False
+    warmup_epochs: int = 2  # epochs of the basic model before adversarial steps
+    bottleneck: int = 256  # G's narrowest layer
+    d_hidden: int = 512
+    lr: float = 2e-4
+    d_steps: int = 1  # D updates per iteration
+    g_steps: int = 1  # G updates per iteration
+    g_triplet: float = 1.0  # weight of G's reversed triplet loss
+    g_label: float = 1.0  # weight of G's label preservation
+    g_close: float = 0.0  # optional weight keeping G(f) near f
+    f_hard: float = 0.5  # weight of the embedding network's loss on G's hard triplets
+    margin: typing.Optional[float] = 0.3
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    name: str = "synthetic_resnet18"
+    seed: int = 0
+    epochs: int = 12
+    eval_every: int = 0  # 0: evaluate after the last epoch only
+    amp: bool = True  # bf16 autocast on CUDA (ignored on CPU)
+    channels_last: bool = True  # on CUDA
+    compile: bool = False  # torch.compile the model (CUDA)
+    log_every: int = 20  # iterations between log lines
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    htg: HTGConfig = field(default_factory=HTGConfig)
+
+
+def _convert(tp, value, key: str):
+    origin = typing.get_origin(tp)
+    if dataclasses.is_dataclass(tp):
+        if not isinstance(value, dict):
+            raise ConfigError(f"{key}: expected a mapping, got {value!r}")
+        return from_dict(tp, value, prefix=key + ".")
+    if origin is typing.Union or origin is types.UnionType:
+        args = [a for a in typing.get_args(tp) if a is not type(None)]
+        return None if value is None else _convert(args[0], value, key)
+    if origin is tuple:
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{key}: expected a list, got {value!r}")
+        inner = typing.get_args(tp)[0]
+        return tuple(_convert(inner, v, key) for v in value)
+    if tp is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if tp in (int, float, str, bool) and not isinstance(value, tp) or (tp is int and isinstance(value, bool)):
+        raise ConfigError(f"{key}: expected {tp.__name__}, got {value!r}")
+    if tp is dict and not isinstance(value, dict):
+        raise ConfigError(f"{key}: expected a mapping, got {value!r}")
+    return value
+
+
+def from_dict(cls, data: dict, prefix: str = ""):
+    """Build dataclass ``cls`` from a nested dict; unknown keys raise :class:`ConfigError`."""
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls)]
+    unknown = [k for k in data if k not in names]
+    if unknown:
+        raise ConfigError(f"unknown config key(s) {[prefix + k for k in unknown]}; valid keys here: {names}")
+    return cls(**{k: _convert(hints[k], v, prefix + k) for k, v in data.items()})
+
+
+def to_dict(cfg) -> dict:
+    """Plain nested dict (tuples as lists), ready for YAML."""
+
+    def plain(v):
+        if isinstance(v, (tuple, list)):
+            return [plain(x) for x in v]
+        if isinstance(v, dict):
+            return {k: plain(x) for k, x in v.items()}
+        return v
+
+    return plain(dataclasses.asdict(cfg))
+
+
+def apply_overrides(data: dict, overrides) -> dict:
+    """Apply ``a.b.c=value`` strings to a nested dict (values parsed as YAML)."""
+    data = yaml.safe_load(yaml.safe_dump(data)) or {}
+    for item in overrides:
+        if "=" not in item:
+            raise ConfigError(f"override {item!r} is not key=value")
+        key, raw = item.split("=", 1)
+        node = data
+        parts = key.strip().split(".")
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"override {item!r}: {part!r} is not a section")
+        node[parts[-1]] = yaml.safe_load(raw)
+    return data
+
+
+def _merge(base: dict, new: dict) -> dict:
+    """``new`` over ``base``, recursively; a component given a ``name`` is replaced whole."""
+    out = dict(base)
+    for k, v in new.items():
+        b = out.get(k)
+        if isinstance(v, dict) and isinstance(b, dict) and not ("name" in v and set(b) == {"name", "args"}):
+            out[k] = _merge(b, v)
+        else:
+            out[k] = v
+    return out
+
+
+def load_config(cls=TrainConfig, path: str | None = None, overrides=()):
+    """Load ``cls``: its defaults, then a YAML file over them, then ``key=value`` overrides."""
+    data = {}
+    if path:
+        with open(path) as fh:
+            data = yaml.safe_load(fh) or {}
+        if not isinstance(data, dict):
+            raise ConfigError(f"{path}: a config file must be a mapping")
+    data = apply_overrides(_merge(to_dict(cls()), data), overrides)
+    return from_dict(cls, data)
+
+
+def save_config(cfg, path: str) -> None:
+    with open(path, "w") as fh:
+        yaml.safe_dump(to_dict(cfg), fh, sort_keys=False)

@@ -1,0 +1,1 @@
+"""Training support: optimisers and schedules, checkpoints, feature extraction, distributed helpers."""

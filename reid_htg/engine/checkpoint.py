@@ -1,0 +1,55 @@
+"""Checkpoints: atomic writes, with the config, code version and package versions that made them."""
+from __future__ import annotations
+
+import os
+import platform
+import subprocess
+
+import torch
+
+
+def code_version() -> str:
+    """``git describe`` of the package's repository, or the package version when not in a checkout."""
+    here = os.path.dirname(os.path.abspath(__file__))
+    try:
+        out = subprocess.run(
+            ["git", "describe", "--always", "--dirty", "--tags"], cwd=here, capture_output=True, text=True, timeout=5
+        )
+        if out.returncode == 0 and out.stdout.strip():
+            return out.stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        pass
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return "reid-htg " + version("reid-htg")
+    except PackageNotFoundError:
+        return "unknown"
+
+
+def package_versions() -> dict[str, str]:
+    import numpy
+    import timm
+
+    return {"python": platform.python_version(), "torch": torch.__version__, "timm": timm.__version__, "numpy": numpy.__version__}
+
+
+def save_checkpoint(state: dict, path: str) -> None:
+    """Write ``state`` to ``path`` atomically: an interrupted save leaves the previous file intact."""
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    tmp = f"{path}.tmp{os.getpid()}"
+    torch.save(state, tmp)
+    os.replace(tmp, path)
+
+
+def load_checkpoint(path: str, map_location="cpu") -> dict:
+    """Load a checkpoint written by :func:`save_checkpoint`, with an error naming a missing or damaged file."""
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"checkpoint {path!r} not found")
+    try:
+        state = torch.load(path, map_location=map_location, weights_only=False)
+    except Exception as exc:  # noqa: BLE001 - torch raises many types for a damaged file
+        raise RuntimeError(f"checkpoint {path!r} cannot be read ({type(exc).__name__}: {exc}); it is damaged or not a checkpoint") from None
+    if not isinstance(state, dict) or "model" not in state or "config" not in state:
+        raise RuntimeError(f"{path!r} is not a reid-htg checkpoint (no model or config inside)")
+    return state

@@ -1,0 +1,69 @@
+"""timm ResNet backbones for re-ID, through timm's stable ``features_only`` contract."""
+from __future__ import annotations
+
+import os
+
+import timm
+from torch import nn
+
+
+def _set_last_stride_one(model: nn.Module) -> None:
+    """Re-ID convention: block 4 keeps block 3's resolution (stride 1 instead of 2)."""
+    layer4 = getattr(model, "layer4", None)
+    if layer4 is None:
+        raise ValueError("last_stride=1 needs a ResNet-style backbone with a 'layer4'")
+    first = layer4[0]
+    for conv_name in ("conv1", "conv2"):
+        conv = getattr(first, conv_name, None)
+        if isinstance(conv, nn.Conv2d) and conv.stride == (2, 2):
+            conv.stride = (1, 1)
+    down = getattr(first, "downsample", None)
+    if down is not None:
+        for m in down.modules():
+            if isinstance(m, nn.Conv2d) and m.stride == (2, 2):
+                m.stride = (1, 1)
+            if isinstance(m, nn.AvgPool2d) and m.stride == 2:  # resnet*d variants pool in the shortcut
+                m.kernel_size, m.stride = 1, 1
+
+
+def build_backbone(
+    name: str = "resnet50",
+    out_indices: tuple[int, ...] = (3, 4),
+    last_stride: int = 1,
+    pretrained_path: str | None = None,
+) -> nn.Module:
+    """A timm ResNet returning the feature maps of the given blocks.
+
+    Args:
+        name: any timm ResNet name (``resnet18``, ``resnet50``, ``resnet50d``, ...).
+        out_indices: blocks to return (3 and 4 for the keypoint branches).
+        last_stride: 1 (re-ID convention) or 2 (ImageNet).
+        pretrained_path: a local weights file (``.pth``, ``.bin`` or
+            ``.safetensors``) for the classification model of the same name;
+            nothing is ever downloaded.
+
+    Returns:
+        A module whose forward returns a list of (B, C_i, H_i, W_i) tensors and
+        whose ``feature_info.channels()`` lists C_i.
+    """
+    if not name.startswith(("resnet", "seresnet", "resnext", "wide_resnet", "ecaresnet", "skresnet")):
+        raise ValueError(f"backbone {name!r} is not a timm ResNet; use e.g. resnet18, resnet34, resnet50")
+    if name not in timm.list_models():
+        raise ValueError(f"timm has no model {name!r}; see timm.list_models('resnet*')")
+    kwargs = dict(features_only=True, out_indices=tuple(out_indices))
+    if pretrained_path:
+        if not os.path.isfile(pretrained_path):
+            raise FileNotFoundError(f"pretrained weights {pretrained_path!r} not found; pass a local file or leave it empty")
+        kwargs.update(pretrained=True, pretrained_cfg_overlay=dict(file=os.path.abspath(pretrained_path)))
+    model = timm.create_model(name, **kwargs)
+    if last_stride == 1:
+        _set_last_stride_one(model)
+    elif last_stride != 2:
+        raise ValueError(f"last_stride must be 1 or 2, got {last_stride}")
+    return model
+
+
+def param_count(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+

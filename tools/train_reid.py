@@ -1,0 +1,265 @@
+#!/usr/bin/env python
+"""Train a re-ID embedding network (biasless softmax + batch-hard triplet, optional keypoint blocks and HTG).
+
+    python tools/train_reid.py                                    # built-in synthetic default, a few CPU minutes
+    python tools/train_reid.py --config configs/cuhk03_cpu.yaml --data-root ../shared/data/cuhk03
+    python tools/train_reid.py --config FILE optim.optimizer.args.lr=1e-3 model.keypoint_blocks=[]
+    python tools/train_reid.py --config FILE --resume             # continue runs/<name>/last.pt
+    torchrun --nproc_per_node 2 tools/train_reid.py --config FILE # DistributedDataParallel
+
+The output folder (default runs/<config name>/) holds config.yaml (the resolved
+config), metrics.csv (one row per epoch), last.pt (written atomically after
+every epoch) and eval.json (the final rank-1/mAP).
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import dataclasses
+import os
+import sys
+import time
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from tqdm import tqdm
+
+from reid_htg.config import ConfigError, TrainConfig, load_config, save_config, to_dict
+from reid_htg.data import DatasetError, build_dataset, drop_unreadable, relabel, split_of
+from reid_htg.data.augment import augment
+from reid_htg.data.dataset import ImageSet, iterate_batches
+from reid_htg.data.sampler import PKSampler
+from reid_htg.engine.checkpoint import code_version, load_checkpoint, package_versions, save_checkpoint
+from reid_htg.engine.extract import extract_features
+from reid_htg.engine.optim import build_optimizer, lr_factor
+from reid_htg.htg import HTG
+from reid_htg.losses import batch_hard_triplet_loss, identity_cross_entropy
+from reid_htg.metrics import evaluate_features
+from reid_htg.models import ReIDNet
+
+
+def parse_args(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--config", help="a YAML file from configs/ (default: the built-in synthetic run)")
+    ap.add_argument("overrides", nargs="*", help="key=value overrides, e.g. optim.optimizer.args.lr=1e-3")
+    ap.add_argument("--data-root", help="dataset folder (overrides data.root)")
+    ap.add_argument("--output-dir", help="default: runs/<config name>/")
+    ap.add_argument("--resume", nargs="?", const="auto", help="continue from OUTPUT_DIR/last.pt, or from the given checkpoint")
+    ap.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: cuda when available)")
+    return ap.parse_args(argv)
+
+
+def setup_distributed(device_arg):
+    """(rank, world_size, device); initialises the process group under torchrun."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world > 1:
+        local = int(os.environ.get("LOCAL_RANK", "0"))
+        use_cuda = torch.cuda.is_available() and device_arg != "cpu"
+        if use_cuda:
+            torch.cuda.set_device(local)
+        dist.init_process_group("nccl" if use_cuda else "gloo")
+        return dist.get_rank(), world, torch.device(f"cuda:{local}" if use_cuda else "cpu")
+    return 0, 1, torch.device(device_arg or ("cuda" if torch.cuda.is_available() else "cpu"))
+
+
+def load_train_set(cfg: TrainConfig, rank: int):
+    df = build_dataset(cfg.data.dataset, cfg.data.root, **cfg.data.args)
+    train = split_of(df, "train")
+    if len(train) == 0:
+        raise DatasetError(f"{cfg.data.dataset} at {cfg.data.root} has no training images")
+    if cfg.data.skip_unreadable:
+        train, dropped = drop_unreadable(train, progress=rank == 0)
+        for path, reason in dropped:
+            print(f"warning: skipping unreadable image {path} ({reason})", file=sys.stderr)
+    return df, train
+
+
+def image_set(part, size, cfg, rank, labels=None):
+    try:
+        return ImageSet(part["path"], part["pid"] if labels is None else labels, part["camid"], size, cache=cfg.data.cache, progress=rank == 0)
+    except OSError as exc:
+        raise DatasetError(f"{exc}; run tools/check_dataset.py to list every bad image, or set data.skip_unreadable=true") from None
+
+
+def evaluate(model, query, gallery, device):
+    net = model.module if hasattr(model, "module") else model
+    qf = extract_features(net, query, device=device, desc="query features")
+    gf = extract_features(net, gallery, device=device, desc="gallery features")
+    return evaluate_features(qf, gf, query.labels, gallery.labels, query.camids, gallery.camids)
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    try:
+        cfg = load_config(TrainConfig, args.config, args.overrides)
+    except (ConfigError, FileNotFoundError) as exc:
+        raise SystemExit(f"error: {exc}") from None
+    if args.data_root:
+        cfg = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, root=args.data_root))
+    rank, world, device = setup_distributed(args.device)
+    main_proc = rank == 0
+    out_dir = args.output_dir or os.path.join("runs", cfg.name)
+    torch.manual_seed(cfg.seed + rank)
+    np.random.seed(cfg.seed + rank)
+    cuda = device.type == "cuda"
+
+    try:
+        df, train = load_train_set(cfg, rank)
+        size = (cfg.data.height, cfg.data.width)
+        labels, _ = relabel(train["pid"].to_numpy())
+        images = image_set(train, size, cfg, rank, labels=labels)
+        query = gallery = None
+        if main_proc and (df["split"] == "gallery").any():
+            query, gallery = image_set(split_of(df, "query"), size, cfg, rank), image_set(split_of(df, "gallery"), size, cfg, rank)
+    except DatasetError as exc:
+        raise SystemExit(f"error: {exc}") from None
+    num_classes = int(labels.max()) + 1
+    sampler = PKSampler(labels, cfg.data.p, cfg.data.k, seed=cfg.seed, rank=rank, world_size=world)
+
+    m = cfg.model
+    model_args = dict(
+        backbone=m.backbone, num_classes=num_classes, global_feature=m.global_feature, keypoint_blocks=tuple(m.keypoint_blocks),
+        embed_dim=m.embed_dim, bnneck=m.bnneck, classifier=m.classifier, cosine_scale=m.cosine_scale,
+        last_stride=m.last_stride, pretrained_path=m.pretrained or None, eval_feature=m.eval_feature,
+    )
+    model = ReIDNet(**model_args).to(device)
+    if cuda and cfg.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    htg = HTG(model.dim, num_classes, **HTG.args_from(cfg.htg)).to(device) if cfg.htg.enabled else None
+    opt = build_optimizer(cfg.optim.optimizer.name, model.parameters(), **cfg.optim.optimizer.args)
+    steps = len(sampler)
+    o = cfg.optim
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda s: lr_factor(s, steps, cfg.epochs, o.warmup_epochs, o.schedule, o.milestones, o.gamma)
+    )
+    aug_gen = torch.Generator(device=device).manual_seed(cfg.seed * 1000 + rank)
+
+    start_epoch = 0
+    ckpt_path = os.path.join(out_dir, "last.pt")
+    if args.resume:
+        path = ckpt_path if args.resume == "auto" else args.resume
+        state = load_checkpoint(path, map_location=device)
+        saved, now = dict(state["config"], epochs=None), dict(to_dict(cfg), epochs=None)
+        if saved != now:
+            diff = sorted(k for k in set(saved) | set(now) if saved.get(k) != now.get(k))
+            raise SystemExit(f"error: {path} was trained with another config (sections {diff} differ); resume with the same config")
+        model.load_state_dict(state["model"])
+        opt.load_state_dict(state["optimizer"])
+        sched.load_state_dict(state["scheduler"])
+        aug_gen.set_state(state["aug_rng"][rank] if rank < len(state["aug_rng"]) else state["aug_rng"][0])
+        if htg is not None and state.get("htg") is not None:
+            htg.load_state_dict(state["htg"])
+        start_epoch = state["epoch"]
+        if main_proc:
+            print(f"resumed from {path} after epoch {start_epoch}")
+    ddp_model = torch.nn.parallel.DistributedDataParallel(model) if world > 1 else model
+    run_model = torch.compile(ddp_model) if cfg.compile and cuda else ddp_model
+
+    if main_proc:
+        os.makedirs(out_dir, exist_ok=True)
+        save_config(cfg, os.path.join(out_dir, "config.yaml"))
+        print(f"{cfg.name}: {len(train)} training images of {num_classes} identities ({cfg.data.dataset}), "
+              f"{steps} iterations/epoch x {cfg.epochs} epochs, {world} process(es) on {device}; output {out_dir}")
+    columns = ["epoch", "lr", "loss", "softmax", "triplet", "tri_active", "tri_gap", "train_acc", "img_per_s", "time_s", "rank1", "mAP"]
+    if htg is not None:
+        columns += HTG.LOG_KEYS
+    csv_path = os.path.join(out_dir, "metrics.csv")
+    if main_proc and (start_epoch == 0 or not os.path.isfile(csv_path)):
+        with open(csv_path, "w", newline="") as fh:
+            csv.writer(fh).writerow(columns)
+
+    result = None
+    for epoch in range(start_epoch, cfg.epochs):
+        sampler.set_epoch(epoch)
+        run_model.train()
+        sums, n_batches, n_images, t0 = {}, 0, 0, time.perf_counter()
+        bar = tqdm(iterate_batches(images, sampler, cfg.data.workers), total=steps, desc=f"epoch {epoch + 1}/{cfg.epochs}", disable=None if main_proc else True, leave=False)
+        for x, y, _ in bar:
+            x = augment(x.to(device, non_blocking=True), aug_gen, flip=cfg.data.flip, pad=cfg.data.pad, erasing=cfg.data.erasing)
+            if cuda and cfg.channels_last:
+                x = x.contiguous(memory_format=torch.channels_last)
+            y = y.to(device, non_blocking=True)
+            adversarial = htg is not None and epoch >= cfg.htg.warmup_epochs
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=cuda and cfg.amp):
+                out = run_model(x)
+            tri, tri_stats = batch_hard_triplet_loss(out["embedding"].float(), y, cfg.loss.margin, cfg.loss.normalize)
+            terms = {  # name -> (loss, weight): the embedding network's objective as data
+                "softmax": (identity_cross_entropy(out["logits"], y, cfg.loss.label_smoothing), cfg.loss.softmax),
+                "triplet": (tri, cfg.loss.triplet),
+            }
+            stats = {"tri_active": tri_stats["active"], "tri_gap": tri_stats["gap"]}
+            if adversarial:  # HTG: D step, G step, then G's hard triplets join F's objective
+                emb = out["embedding"].float()
+                stats.update(htg.d_step(emb.detach(), y))
+                stats.update(htg.g_step(emb.detach(), y, model.classifier, model.neck))
+                hard, hard_stats = htg.hard_triplet_loss(emb, y)
+                terms["htg_hard"] = (hard, cfg.htg.f_hard)
+                stats.update(hard_stats)
+            loss = sum(w * v for v, w in terms.values() if w)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            if o.grad_clip > 0:
+                torch.nn.utils.clip_grad_norm_(model.parameters(), o.grad_clip)
+            opt.step()
+            sched.step()
+            stats.update({k: float(v.detach()) for k, (v, _) in terms.items()}, loss=float(loss.detach()))
+            stats["train_acc"] = float((out["logits"].argmax(1) == y).float().mean())
+            for k, v in stats.items():
+                sums[k] = sums.get(k, 0.0) + v
+            n_batches += 1
+            n_images += len(y)
+            if main_proc and n_batches % max(cfg.log_every, 1) == 0:
+                bar.set_postfix(loss=f"{stats['loss']:.3f}", acc=f"{stats['train_acc']:.2f}")
+        if n_batches == 0:
+            raise SystemExit("error: the sampler produced no batch; lower data.p or data.k for this dataset")
+        elapsed = time.perf_counter() - t0
+        row = {k: v / n_batches for k, v in sums.items()}
+        row.update(epoch=epoch + 1, lr=opt.param_groups[0]["lr"], img_per_s=n_images * world / elapsed, time_s=elapsed)
+        last = epoch + 1 == cfg.epochs
+        if main_proc and query is not None and (last or (cfg.eval_every and (epoch + 1) % cfg.eval_every == 0)):
+            result = evaluate(model, query, gallery, device)
+            row.update(rank1=result.rank(1), mAP=result.mAP)
+        if main_proc:
+            with open(csv_path, "a", newline="") as fh:
+                csv.writer(fh).writerow([f"{row[c]:.6g}" if isinstance(row.get(c), float) else row.get(c, "") for c in columns])
+            msg = " ".join(f"{k}={row[k]:.4g}" for k in ("loss", "softmax", "triplet", "tri_active", "train_acc", "img_per_s") if k in row)
+            evals = f" rank1={row['rank1']:.4f} mAP={row['mAP']:.4f}" if "rank1" in row else ""
+            print(f"epoch {epoch + 1}/{cfg.epochs} {msg}{evals} ({elapsed:.1f}s)", flush=True)
+        rng_states = [aug_gen.get_state()]
+        if world > 1:
+            rng_states = [torch.empty_like(rng_states[0]) for _ in range(world)]
+            dist.all_gather_object(rng_states, aug_gen.get_state())
+        if main_proc:
+            save_checkpoint(
+                {
+                    "model": model.state_dict(), "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
+                    "htg": htg.state_dict() if htg is not None else None, "aug_rng": rng_states, "epoch": epoch + 1,
+                    "config": to_dict(cfg), "model_args": model_args,
+                    "data_args": dict(dataset=cfg.data.dataset, root=os.path.abspath(cfg.data.root), args=cfg.data.args, height=cfg.data.height, width=cfg.data.width),
+                    "code_version": code_version(), "versions": package_versions(),
+                },
+                ckpt_path,
+            )
+    if world > 1:
+        flat = torch.cat([p.detach().float().flatten() for p in model.parameters()])
+        sums_all = [torch.zeros(2) for _ in range(world)]
+        dist.all_gather(sums_all, torch.stack([flat.sum(), flat.abs().sum()]).cpu())
+        agree = all(torch.allclose(s, sums_all[0]) for s in sums_all)
+        if main_proc:
+            print(f"ranks agree on the weights: {agree}")
+        dist.destroy_process_group()
+        if not agree:
+            return 1
+    if main_proc and result is not None:
+        import json
+
+        with open(os.path.join(out_dir, "eval.json"), "w") as fh:
+            json.dump(result.as_dict(), fh, indent=2)
+        print(f"\n{cfg.name} on {cfg.data.dataset} (Market-1501 protocol, cosine distance)")
+        print(result.format())
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
