@@ -37,6 +37,7 @@ from reid_htg.htg import HTG
 from reid_htg.losses import batch_hard_triplet_loss, identity_cross_entropy
 from reid_htg.metrics import evaluate_features
 from reid_htg.models import ReIDNet
+from reid_htg.utils.plots import plot_training
 
 
 def parse_args(argv=None):
@@ -47,7 +48,7 @@ def parse_args(argv=None):
     ap.add_argument("--output-dir", help="default: runs/<config name>/")
     ap.add_argument("--resume", nargs="?", const="auto", help="continue from OUTPUT_DIR/last.pt, or from the given checkpoint")
     ap.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: cuda when available)")
-    return ap.parse_args(argv)
+    return ap.parse_intermixed_args(argv)
 
 
 def setup_distributed(device_arg):
@@ -251,6 +252,8 @@ def main(argv=None) -> int:
         dist.destroy_process_group()
         if not agree:
             return 1
+    if main_proc:
+        plot_training(csv_path, os.path.join(out_dir, "curves.png"))
     if main_proc and result is not None:
         import json
 

@@ -1,0 +1,45 @@
+"""Training curves from a run's metrics.csv, HTG diagnostics included."""
+from __future__ import annotations
+
+import pandas as pd
+
+
+def plot_training(csv_path: str, out_png: str) -> str:
+    """Draw losses, retrieval metrics and (when present) HTG's triplet diagnostics; return ``out_png``.
+
+    The HTG panels compare real and generated triplets: the fraction of active
+    triplets and the mean gap d(a, n) - d(a, p). Generated triplets that are
+    harder than real ones show as more active and with a smaller gap.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    df = pd.read_csv(csv_path)
+    htg = "gen_active" in df.columns and df["gen_active"].notna().any()
+    panels = 4 if htg else 2
+    fig, axes = plt.subplots(1, panels, figsize=(4.2 * panels, 3.4))
+    ep = df["epoch"]
+    ax = axes[0]
+    for col in ("loss", "softmax", "triplet", "htg_hard"):
+        if col in df and df[col].notna().any():
+            ax.plot(ep, df[col], marker=".", label=col)
+    ax.set(title="training losses", xlabel="epoch")
+    ax.legend(fontsize=8)
+    ax = axes[1]
+    for col in ("rank1", "mAP", "train_acc"):
+        if col in df and df[col].notna().any():
+            ax.plot(ep[df[col].notna()], df[col].dropna(), marker="o", label=col)
+    ax.set(title="accuracy", xlabel="epoch", ylim=(0, 1))
+    ax.legend(fontsize=8)
+    if htg:
+        for ax, (real, gen, title) in zip(axes[2:], (("real_active", "gen_active", "active triplets (fraction)"), ("real_gap", "gen_gap", "mean gap d(a,n) - d(a,p)"))):
+            ax.plot(ep, df[real], marker=".", label="real triplets")
+            ax.plot(ep, df[gen], marker=".", label="generated (HTG)")
+            ax.set(title=title, xlabel="epoch")
+            ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(out_png, dpi=110)
+    plt.close(fig)
+    return out_png

@@ -1,0 +1,63 @@
+import pytest
+import torch
+
+from reid_htg.models import KeypointBlock, ReIDNet, build_backbone
+
+
+def test_keypoint_densities_sum_to_one_and_pool():
+    blk = KeypointBlock(16).eval()
+    x = torch.randn(2, 16, 6, 3)
+    p = blk.densities(x)
+    assert torch.allclose(p.sum(dim=(2, 3)), torch.ones(2, 16), atol=1e-5)
+    f = blk(x)
+    assert f.shape == (2, 16)
+    assert torch.allclose(f, (p * x).sum(dim=(2, 3)), atol=1e-5)
+
+
+@pytest.mark.parametrize(
+    "kwargs,dim",
+    [
+        (dict(), 512 + 256 + 512),
+        (dict(keypoint_blocks=()), 512),
+        (dict(global_feature=False, keypoint_blocks=(3,)), 256),
+        (dict(embed_dim=64, bnneck=False, classifier="cosine"), 64),
+    ],
+)
+def test_reidnet_parts_switch(kwargs, dim):
+    m = ReIDNet("resnet18", num_classes=7, **kwargs)
+    assert m.dim == dim
+    out = m.train()(torch.randn(4, 3, 32, 16))
+    assert out["embedding"].shape == (4, dim) and out["logits"].shape == (4, 7)
+    out["logits"].sum().backward()
+    assert m.extract(torch.randn(2, 3, 32, 16)).shape == (2, dim)
+
+
+def test_biasless_classifier_has_no_bias():
+    m = ReIDNet("resnet18", num_classes=5)
+    assert not any("classifier" in n and n.endswith("bias") for n, _ in m.named_parameters())
+
+
+def test_last_stride_one_doubles_block4_resolution():
+    x = torch.randn(1, 3, 64, 32)
+    s1 = build_backbone("resnet18", last_stride=1)(x)[1]
+    s2 = build_backbone("resnet18", last_stride=2)(x)[1]
+    assert s1.shape[-2:] == (4, 2) and s2.shape[-2:] == (2, 1)
+
+
+def test_bad_model_arguments_raise(tmp_path):
+    with pytest.raises(ValueError, match="not a timm ResNet"):
+        build_backbone("vit_base_patch16_224")
+    with pytest.raises(FileNotFoundError, match="not found"):
+        build_backbone("resnet18", pretrained_path=str(tmp_path / "missing.pth"))
+    with pytest.raises(ValueError, match="global feature or at least one"):
+        ReIDNet("resnet18", global_feature=False, keypoint_blocks=())
+
+
+def test_pretrained_weights_from_local_file(tmp_path):
+    import timm
+
+    src = timm.create_model("resnet18", pretrained=False)
+    path = tmp_path / "r18.pth"
+    torch.save(src.state_dict(), path)
+    bb = build_backbone("resnet18", pretrained_path=str(path))
+    assert torch.equal(bb.conv1.weight, src.conv1.weight)
