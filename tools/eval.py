@@ -17,9 +17,12 @@ import json
 import sys
 
 import numpy as np
+import torch
 
 from reid_htg.metrics import AP_FORMULAS, evaluate_features
 from reid_htg.metrics.rank import DEFAULT_AP
+from reid_htg.retrieval import INDEX_TYPES
+from reid_htg.retrieval.evaluate import evaluate_with_index
 
 FEATURE_KEYS = ("qf", "gf", "q_pids", "g_pids", "q_camids", "g_camids")
 
@@ -52,6 +55,10 @@ def parse_args(argv=None):
     m.add_argument("--ap", choices=AP_FORMULAS, default=DEFAULT_AP, help=f"AP formula (default: {DEFAULT_AP})")
     m.add_argument("--metric", choices=("cosine", "euclidean"), default="cosine", help="distance (default: cosine)")
     m.add_argument("--max-rank", type=int, default=50, help="length of the CMC curve (default: 50)")
+    m.add_argument("--precision", choices=("float64", "float32"), default="float64",
+                   help="distance arithmetic (default float64: the index path and the matrix path then agree exactly)")
+    m.add_argument("--index", choices=INDEX_TYPES, help="rank the gallery with a FAISS index of this type instead of a distance matrix")
+    m.add_argument("--index-k", type=int, help="neighbours retrieved per query with --index (default: the whole gallery)")
     ap.add_argument("--json", help="write the metrics as JSON to this file (fractions in [0, 1])")
     return ap.parse_args(argv)
 
@@ -72,14 +79,19 @@ def main(argv=None) -> int:
             ckpt, dataset=args.dataset, data_root=args.data_root, batch_size=args.batch_size, device=args.device
         )
         source = f"{ckpt} on {feats.pop('description')}"
+    labels = (feats["q_pids"], feats["g_pids"], feats["q_camids"], feats["g_camids"])
     try:
-        result = evaluate_features(
-            feats["qf"], feats["gf"], feats["q_pids"], feats["g_pids"], feats["q_camids"], feats["g_camids"],
-            metric=args.metric, ap=args.ap, max_rank=args.max_rank,
-        )
+        if args.index:
+            metric = "l2" if args.metric == "euclidean" else "cosine"
+            result = evaluate_with_index(feats["qf"], feats["gf"], *labels, index_type=args.index, metric=metric, k=args.index_k, ap=args.ap, max_rank=args.max_rank)
+            how = f"{args.index} index, " + (f"top-{args.index_k}" if args.index_k else "whole gallery")
+        else:
+            dtype = torch.float64 if args.precision == "float64" else torch.float32
+            result = evaluate_features(feats["qf"], feats["gf"], *labels, metric=args.metric, ap=args.ap, max_rank=args.max_rank, dtype=dtype)
+            how = f"distance matrix, {args.precision}"
     except ValueError as exc:
         raise SystemExit(f"error: {exc}") from None
-    print(f"{source}  ({args.metric} distance, Market-1501 protocol)")
+    print(f"{source}  ({args.metric} distance, {how}, Market-1501 protocol)")
     print(result.format(picked))
     if args.json:
         with open(args.json, "w") as fh:

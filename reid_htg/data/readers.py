@@ -26,6 +26,15 @@ def _images(folder: str) -> list[str]:
     )
 
 
+def list_images(folder: str) -> list[str]:
+    """Every image file under ``folder`` (recursively), sorted."""
+    require_dir(folder, "images")
+    found = [os.path.join(d, f) for d, _, files in os.walk(folder) for f in files if f.lower().endswith(IMAGE_EXTS)]
+    if not found:
+        raise DatasetError(f"no image files under {folder!r}")
+    return sorted(found)
+
+
 _MARKET_RE = re.compile(r"^(-?\d+)_c(\d+)")
 
 

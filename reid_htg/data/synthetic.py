@@ -15,6 +15,7 @@ Numbers measured on it say nothing about real re-ID accuracy.
 """
 from __future__ import annotations
 
+import inspect
 import json
 import os
 
@@ -122,19 +123,34 @@ def generate_synthetic(
                     im.save(os.path.join(folders[folder], f"{pid:04d}_c{c + 1}_{n:06d}.png"))
 
 
-def read_synthetic(root: str, size: tuple[int, int] | list[int] = (64, 32), **params) -> pd.DataFrame:
-    """The synthetic set under ``root``, generated there first if absent or made with other parameters."""
+def read_synthetic(root: str, **params) -> pd.DataFrame:
+    """The synthetic set under ``root``, generated there first if absent.
+
+    ``params`` are :func:`generate_synthetic`'s. An existing set is read as it
+    is when no parameter is given, and refused when the given ones differ from
+    those it was made with.
+    """
+    if "size" in params:
+        params["size"] = list(params["size"])
     manifest = os.path.join(root, "synthetic.json")
     if os.path.isfile(manifest):
         with open(manifest) as fh:
-            if json.load(fh) != dict(params, size=list(size)):
-                raise ValueError(
-                    f"synthetic set at {root!r} was generated with other parameters; delete the folder or pick another --data-root"
-                )
+            made = json.load(fh)
+        differ = {k: v for k, v in params.items() if made.get(k) != v}
+        if differ:
+            raise ValueError(
+                f"synthetic set at {root!r} was generated with {made}, not {differ}; delete the folder or pick another --data-root"
+            )
     else:
-        generate_synthetic(root, size=tuple(size), **params)
+        made = {k: v.default for k, v in inspect.signature(generate_synthetic).parameters.items() if k != "root"}
+        made["size"] = list(made["size"])
+        unknown = set(params) - set(made)
+        if unknown:
+            raise ValueError(f"unknown synthetic parameter(s) {sorted(unknown)}; valid: {sorted(made)}")
+        made.update(params)
+        generate_synthetic(root, **{**made, "size": tuple(made["size"])})
         with open(manifest + ".tmp", "w") as fh:
-            json.dump(dict(params, size=list(size)), fh)
+            json.dump(made, fh)
         os.replace(manifest + ".tmp", manifest)  # written last: a half-generated folder is regenerated
     df = read_market1501(root, name="synthetic")
     df.attrs["name"] = "synthetic"

@@ -30,6 +30,7 @@ class DatasetError(ValueError):
 def make_table(rows: list[tuple[str, int, int, str]], name: str) -> pd.DataFrame:
     """Build and validate a dataset table from ``(path, pid, camid, split)`` rows."""
     df = pd.DataFrame(rows, columns=list(COLUMNS))
+    df["path"] = [os.path.abspath(p) for p in df["path"]]
     df["pid"] = df["pid"].astype(np.int64)
     df["camid"] = df["camid"].astype(np.int64)
     df.attrs["name"] = name

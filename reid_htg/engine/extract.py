@@ -35,6 +35,14 @@ def extract_features(model: ReIDNet, images: ImageSet, batch_size: int = 128, de
     return torch.cat(out) if out else torch.empty(0, model.dim)
 
 
+def embed_images(state: dict, paths, batch_size: int = 128, device=None, desc: str = "embedding") -> np.ndarray:
+    """(N, D) float32 retrieval features of image files with a checkpoint's model, at its training size."""
+    model = model_from_checkpoint(state)
+    size = (state["data_args"]["height"], state["data_args"]["width"])
+    images = ImageSet(list(paths), np.zeros(len(paths), np.int64), np.zeros(len(paths), np.int64), size, cache=False)
+    return extract_features(model, images, batch_size, default_device(device), desc=desc).numpy()
+
+
 def latest_checkpoint(runs_dir: str = "runs") -> str:
     """The most recently written ``last.pt`` under ``runs_dir``."""
     found = sorted(glob.glob(os.path.join(runs_dir, "**", "last.pt"), recursive=True), key=lambda p: (os.path.getmtime(p), p))

@@ -347,6 +347,7 @@ def evaluate_features(
     block_size: int = 1024,
     chunk_size: int = 64,
     num_bins: int = 2048,
+    dtype: torch.dtype = torch.float32,
 ) -> RankResult:
     """:func:`evaluate_rank` from features, one block of queries at a time.
 
@@ -363,12 +364,15 @@ def evaluate_features(
         metric: ``cosine`` (default; features L2-normalised first) or ``euclidean``.
         block_size: queries per matrix product (large blocks keep BLAS efficient).
         chunk_size: queries per ranking step inside a block.
+        dtype: arithmetic of the distances: float32 (fast) or float64 (two
+            computations of the same distances, e.g. through an index, then
+            agree to about 1e-16 instead of float32 rounding).
         Others as in :func:`evaluate_rank`.
     """
     _check_ap(ap)
     if metric not in ("cosine", "euclidean"):
         raise ValueError(f"unknown metric {metric!r}; use 'cosine' or 'euclidean'")
-    qf, gf = torch.as_tensor(qf).float(), torch.as_tensor(gf).float()
+    qf, gf = torch.as_tensor(np.asarray(qf)).to(dtype), torch.as_tensor(np.asarray(gf)).to(dtype)
     if qf.ndim != 2 or gf.ndim != 2 or qf.shape[1] != gf.shape[1]:
         raise ValueError(f"features must be (Q, D) and (G, D) with one D; got {tuple(qf.shape)} and {tuple(gf.shape)}")
     nq, ng = len(qf), len(gf)
@@ -383,7 +387,7 @@ def evaluate_features(
         qf, gf = torch.nn.functional.normalize(qf, dim=1), torch.nn.functional.normalize(gf, dim=1)
     g_sq = (gf * gf).sum(1) if metric == "euclidean" else None
     acc = _RankAccumulator(q_pids, g_pids, q_camids, g_camids, num_bins=num_bins)
-    buf = torch.empty(min(block_size, max(nq, 1)), len(gf))
+    buf = torch.empty(min(block_size, max(nq, 1)), len(gf), dtype=dtype)
     for s in range(0, nq, block_size):
         q = qf[s : s + block_size]
         key = buf[: len(q)]

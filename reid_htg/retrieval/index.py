@@ -1,0 +1,358 @@
+"""A FAISS gallery index: embeddings + a metadata table, exact or approximate search, saved as a folder.
+
+Design:
+
+- Rows are numbered in the order they were added; FAISS stores the row number
+  as its id. Every row has a user-visible ``gallery_id`` (int64, given or
+  assigned 0, 1, 2, ...). Deleting marks rows dead; searches skip dead rows
+  through FAISS's ID selectors, and :meth:`GalleryIndex.compact` rebuilds
+  without them.
+- ``cosine`` indexes L2-normalised vectors by inner product and reports the
+  cosine distance 1 - cos; ``l2`` reports the Euclidean distance.
+- Index types, by name (:data:`INDEX_TYPES`): ``flat`` (exact), ``hnsw``,
+  ``ivf`` (IVF-Flat), ``ivfpq`` (IVF-PQ whose shortlist of ``rerank * k`` is
+  re-ranked with exact distances from the stored vectors). ``auto`` picks
+  flat up to 100k vectors, HNSW up to 2M, IVF-PQ beyond.
+- The raw (normalised) vectors are kept beside the FAISS index: exact
+  re-ranking, compaction and evaluation need them. On disk they are a ``.npy``
+  that :meth:`GalleryIndex.load` can memory-map.
+- A saved index is a folder: ``manifest.json`` (dimension, metric, index type,
+  count, model fingerprint, parameters, and a SHA-256 of every file),
+  ``index.faiss``, ``vectors.npy``, ``alive.npy``, ``metadata.csv``. Saving
+  writes a sibling folder and renames it into place, so an interrupted save
+  never leaves a half-written index under the name; loading checks every
+  checksum, so a truncated or altered file is refused by name.
+- Searching is read-only: several threads may search one index at once.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import threading
+
+import faiss
+import numpy as np
+import pandas as pd
+
+INDEX_TYPES = ("flat", "hnsw", "ivf", "ivfpq")
+METRICS = ("cosine", "l2")
+FORMAT_VERSION = 1
+_FILES = ("index.faiss", "vectors.npy", "alive.npy", "metadata.csv")
+
+
+class GalleryIndexError(ValueError):
+    """A gallery index refused an input or a file; the message names the problem."""
+
+
+def _sha256(path: str) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def choose_index_type(n: int) -> str:
+    """The default index type for ``n`` gallery vectors."""
+    return "flat" if n <= 100_000 else ("hnsw" if n <= 2_000_000 else "ivfpq")
+
+
+def model_fingerprint(state_dict) -> str:
+    """A short hash of a model's weights (names, shapes and values): embeddings from other weights differ.
+
+    Args:
+        state_dict: a ``{name: tensor}`` mapping (``model.state_dict()``).
+    """
+    h = hashlib.sha256()
+    for name in sorted(state_dict):
+        t = state_dict[name]
+        arr = t.detach().cpu().contiguous().numpy() if hasattr(t, "detach") else np.asarray(t)
+        h.update(name.encode())
+        h.update(str(arr.shape).encode())
+        h.update(np.ascontiguousarray(arr).tobytes())
+    return h.hexdigest()[:16]
+
+
+class GalleryIndex:
+    """Embeddings of a gallery with their metadata, searchable by FAISS.
+
+    Args:
+        dim: embedding size.
+        metric: ``cosine`` or ``l2``.
+        index_type: one of :data:`INDEX_TYPES`.
+        fingerprint: fingerprint of the model that made the embeddings (checked on add and search).
+        params: index parameters: ``hnsw_m`` (32), ``ef_search`` (64), ``ef_construction`` (80),
+            ``nlist`` (about 4 sqrt(n)), ``nprobe`` (16), ``pq_m`` (dim/8 sub-quantisers, 8 bits), ``rerank`` (10).
+    """
+
+    def __init__(self, dim: int, metric: str = "cosine", index_type: str = "flat", fingerprint: str | None = None, params: dict | None = None):
+        if metric not in METRICS:
+            raise GalleryIndexError(f"unknown metric {metric!r}; use one of {list(METRICS)}")
+        if index_type not in INDEX_TYPES:
+            raise GalleryIndexError(f"unknown index type {index_type!r}; use one of {list(INDEX_TYPES)} or auto")
+        self.dim, self.metric, self.index_type, self.fingerprint = int(dim), metric, index_type, fingerprint
+        self.params = {"hnsw_m": 32, "ef_search": 64, "ef_construction": 80, "nprobe": 16, "rerank": 10, **(params or {})}
+        self.index = None
+        self.vectors = np.zeros((0, self.dim), np.float32)
+        self.alive = np.zeros(0, bool)
+        self.meta = pd.DataFrame({"gallery_id": pd.Series([], dtype=np.int64)})
+        self._lock = threading.Lock()  # guards writers against each other; searches take no lock
+
+    # ---------------------------------------------------------------- building
+    @classmethod
+    def build(cls, embeddings, metadata: pd.DataFrame | None = None, metric: str = "cosine", index_type: str = "auto", fingerprint: str | None = None, **params) -> "GalleryIndex":
+        """An index over ``embeddings`` (N, D) with ``metadata`` (N rows; a ``gallery_id`` column is optional)."""
+        emb = np.asarray(embeddings)
+        if emb.ndim != 2:
+            raise GalleryIndexError(f"embeddings must be (N, D), got shape {emb.shape}")
+        if index_type == "auto":
+            index_type = choose_index_type(len(emb))
+        idx = cls(emb.shape[1], metric, index_type, fingerprint, params)
+        idx.add(emb, metadata, fingerprint=fingerprint)
+        return idx
+
+    def _check_vectors(self, x, what: str) -> np.ndarray:
+        x = np.asarray(x, dtype=np.float32)
+        if x.ndim == 1:
+            x = x[None, :]
+        if x.ndim != 2 or x.shape[1] != self.dim:
+            raise GalleryIndexError(f"{what} have dimension {x.shape[-1] if x.ndim else '?'}, but this index holds {self.dim}-d embeddings; "
+                              "were they made by another model?")
+        bad = ~np.isfinite(x).all(1)
+        if bad.any():
+            raise GalleryIndexError(f"{what} contain NaN or inf in {int(bad.sum())} row(s) (first: row {int(np.flatnonzero(bad)[0])})")
+        if self.metric == "cosine":
+            norms = np.linalg.norm(x, axis=1, keepdims=True)
+            if (norms == 0).any():
+                raise GalleryIndexError(f"{what} contain all-zero rows, which have no direction for cosine search")
+            x = x / norms
+        return np.ascontiguousarray(x)
+
+    def _check_fingerprint(self, fingerprint: str | None, what: str) -> None:
+        if fingerprint is not None and self.fingerprint is not None and fingerprint != self.fingerprint:
+            raise GalleryIndexError(f"{what} come from model {fingerprint}, but this index was built from model {self.fingerprint}; "
+                              "embed with the same checkpoint or rebuild the index")
+
+    def _new_faiss(self, train: np.ndarray):
+        d, p = self.dim, self.params
+        mt = faiss.METRIC_INNER_PRODUCT if self.metric == "cosine" else faiss.METRIC_L2
+        if self.index_type == "flat":
+            return faiss.IndexFlatIP(d) if mt == faiss.METRIC_INNER_PRODUCT else faiss.IndexFlatL2(d)
+        if self.index_type == "hnsw":
+            index = faiss.IndexHNSWFlat(d, int(p["hnsw_m"]), mt)
+            index.hnsw.efConstruction = int(p["ef_construction"])
+            return index
+        n = len(train)
+        nlist = int(p.get("nlist") or max(1, min(int(4 * np.sqrt(max(n, 1))), max(n // 39, 1))))
+        quantizer = faiss.IndexFlatIP(d) if mt == faiss.METRIC_INNER_PRODUCT else faiss.IndexFlatL2(d)
+        if self.index_type == "ivf":
+            index = faiss.IndexIVFFlat(quantizer, d, nlist, mt)
+        else:
+            m = int(p.get("pq_m") or max(1, d // 8))
+            if d % m:
+                raise GalleryIndexError(f"ivfpq: pq_m={m} must divide the dimension {d}")
+            index = faiss.IndexIVFPQ(quantizer, d, nlist, m, 8, mt)
+        if n < nlist:
+            raise GalleryIndexError(f"{self.index_type}: {n} vectors cannot train {nlist} lists; add more vectors or use flat/hnsw")
+        index.train(train)
+        self.params["nlist"] = nlist
+        return index
+
+    def add(self, embeddings, metadata: pd.DataFrame | None = None, fingerprint: str | None = None) -> np.ndarray:
+        """Add vectors (and their metadata rows); returns their gallery ids.
+
+        ``metadata`` may carry a ``gallery_id`` column (unique, not already in
+        the index); otherwise ids continue from the largest one so far.
+        """
+        self._check_fingerprint(fingerprint, "these embeddings")
+        x = self._check_vectors(embeddings, "embeddings")
+        n = len(x)
+        meta = pd.DataFrame(index=range(n)) if metadata is None else metadata.reset_index(drop=True).copy()
+        if len(meta) != n:
+            raise GalleryIndexError(f"metadata has {len(meta)} rows but there are {n} embeddings; they must match one to one")
+        with self._lock:
+            if "gallery_id" in meta:
+                ids = meta["gallery_id"].to_numpy(np.int64)
+                clash = np.intersect1d(ids, self.meta["gallery_id"].to_numpy())
+                if len(np.unique(ids)) != n or len(clash):
+                    raise GalleryIndexError(f"gallery_id values must be unique and new; repeated: {clash[:5].tolist() or 'within the batch'}")
+            else:
+                start = int(self.meta["gallery_id"].max()) + 1 if len(self.meta) else 0
+                ids = np.arange(start, start + n, dtype=np.int64)
+                meta.insert(0, "gallery_id", ids)
+            if self.index is None:
+                self.index = self._new_faiss(x)
+            rows = np.arange(len(self.vectors), len(self.vectors) + n, dtype=np.int64)
+            if self.index_type in ("ivf", "ivfpq"):
+                self.index.add_with_ids(x, rows)
+            else:
+                self.index.add(x)  # sequential ids = row numbers
+            self.vectors = np.concatenate([np.asarray(self.vectors), x])
+            self.alive = np.concatenate([self.alive, np.ones(n, bool)])
+            self.meta = pd.concat([self.meta, meta], ignore_index=True) if len(self.meta) else meta
+        return ids
+
+    def delete(self, gallery_ids) -> int:
+        """Remove items by gallery id; returns how many were live. Unknown ids raise."""
+        ids = np.atleast_1d(np.asarray(gallery_ids, np.int64))
+        with self._lock:
+            pos = pd.Index(self.meta["gallery_id"]).get_indexer(ids)
+            if (pos < 0).any():
+                raise GalleryIndexError(f"gallery ids not in the index: {ids[pos < 0][:10].tolist()}")
+            was = int(self.alive[pos].sum())
+            alive = self.alive.copy()
+            alive[pos] = False
+            self.alive = alive  # replaced, not mutated: a concurrent search sees the old or the new array
+        return was
+
+    def compact(self) -> None:
+        """Rebuild without deleted rows (IVF keeps its trained lists)."""
+        with self._lock:
+            keep = np.flatnonzero(self.alive)
+            vec, meta = np.asarray(self.vectors)[keep], self.meta.iloc[keep].reset_index(drop=True)
+            if self.index_type in ("ivf", "ivfpq"):
+                self.index.reset()
+                self.index.add_with_ids(vec, np.arange(len(vec), dtype=np.int64))
+            else:
+                self.index = self._new_faiss(vec)
+                if len(vec):
+                    self.index.add(vec)
+            self.vectors, self.meta, self.alive = vec, meta, np.ones(len(vec), bool)
+
+    def __len__(self) -> int:
+        return int(self.alive.sum())
+
+    # ---------------------------------------------------------------- search
+    def _search_params(self, dead: np.ndarray):
+        sel = faiss.IDSelectorBatch(dead) if len(dead) else None
+        not_sel = faiss.IDSelectorNot(sel) if sel is not None else None
+        kw = {"sel": not_sel} if not_sel is not None else {}
+        if self.index_type == "hnsw":
+            params = faiss.SearchParametersHNSW(efSearch=int(self.params["ef_search"]), **kw)
+        elif self.index_type in ("ivf", "ivfpq"):
+            params = faiss.SearchParametersIVF(nprobe=int(self.params["nprobe"]), **kw)
+        else:
+            params = faiss.SearchParameters(**kw) if kw else None
+        return params, (sel, not_sel)  # the selectors must outlive the search call
+
+    def search_raw(self, queries, k: int, fingerprint: str | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """(Q, k) distances and row numbers (-1 where fewer than k live items), nearest first."""
+        self._check_fingerprint(fingerprint, "these queries")
+        q = self._check_vectors(queries, "queries")
+        if k < 1:
+            raise GalleryIndexError(f"k must be >= 1, got {k}")
+        index, alive, vectors = self.index, self.alive, self.vectors
+        if index is None or not alive.any():
+            raise GalleryIndexError("the index is empty")
+        k_eff = min(k, int(alive.sum()))
+        params, _keep = self._search_params(np.flatnonzero(~alive).astype(np.int64))
+        fetch = k_eff * int(self.params["rerank"]) if self.index_type == "ivfpq" else k_eff
+        fetch = min(fetch, len(alive))
+        scores, rows = index.search(q, fetch, params=params)
+        if self.index_type == "ivfpq":  # exact re-ranking of the shortlist
+            valid = rows >= 0
+            cand = np.asarray(vectors)[np.where(valid, rows, 0)]
+            exact = np.einsum("qd,qkd->qk", q, cand) if self.metric == "cosine" else ((cand - q[:, None, :]) ** 2).sum(2)
+            exact = np.where(valid, exact, -np.inf if self.metric == "cosine" else np.inf)
+            order = np.argsort(-exact if self.metric == "cosine" else exact, axis=1, kind="stable")[:, :k_eff]
+            scores, rows = np.take_along_axis(exact, order, 1), np.take_along_axis(rows, order, 1)
+        dist = 1.0 - scores if self.metric == "cosine" else np.sqrt(np.maximum(scores, 0))
+        dist = np.where(rows >= 0, dist, np.inf).astype(np.float32)
+        if k_eff < k:
+            pad = k - k_eff
+            dist = np.pad(dist, ((0, 0), (0, pad)), constant_values=np.inf)
+            rows = np.pad(rows, ((0, 0), (0, pad)), constant_values=-1)
+        return dist, rows
+
+    def search(self, queries, k: int = 10, fingerprint: str | None = None, query_names=None) -> pd.DataFrame:
+        """Top-k table: ``query, rank, gallery_id, distance`` and the gallery's metadata columns.
+
+        Args:
+            queries: (Q, D) or (D,) embeddings.
+            k: results per query (fewer when the gallery is smaller).
+            fingerprint: the querying model's fingerprint, checked against the index's.
+            query_names: (Q,) labels for the ``query`` column (default 0..Q-1).
+        """
+        dist, rows = self.search_raw(queries, k, fingerprint)
+        q, kk = rows.shape
+        qi, rank = np.repeat(np.arange(q), kk), np.tile(np.arange(1, kk + 1), q)
+        r = rows.reshape(-1)
+        ok = r >= 0
+        meta = self.meta.iloc[r[ok]].reset_index(drop=True)
+        names = np.arange(q) if query_names is None else np.asarray(query_names)
+        table = pd.DataFrame({"query": names[qi[ok]], "rank": rank[ok], "distance": dist.reshape(-1)[ok]})
+        table.insert(2, "gallery_id", meta.pop("gallery_id").to_numpy())
+        return pd.concat([table, meta], axis=1)
+
+    # ---------------------------------------------------------------- storage
+    def manifest(self) -> dict:
+        return {
+            "format_version": FORMAT_VERSION, "dim": self.dim, "metric": self.metric, "index_type": self.index_type,
+            "count": len(self), "rows": int(len(self.alive)), "fingerprint": self.fingerprint, "params": self.params,
+            "faiss_version": faiss.__version__,
+            "metadata_dtypes": {c: str(t) for c, t in self.meta.dtypes.items()},
+        }
+
+    def save(self, path: str) -> None:
+        """Write the index folder atomically (a sibling temporary folder renamed into place)."""
+        if self.index is None:
+            raise GalleryIndexError("cannot save an empty index")
+        path = os.path.abspath(path.rstrip("/"))
+        tmp = f"{path}.tmp-{os.getpid()}-{threading.get_ident()}"
+        shutil.rmtree(tmp, ignore_errors=True)
+        os.makedirs(tmp)
+        with self._lock:
+            faiss.write_index(self.index, os.path.join(tmp, "index.faiss"))
+            np.save(os.path.join(tmp, "vectors.npy"), np.asarray(self.vectors))
+            np.save(os.path.join(tmp, "alive.npy"), self.alive)
+            self.meta.to_csv(os.path.join(tmp, "metadata.csv"), index=False)
+            manifest = self.manifest()
+        manifest["sha256"] = {f: _sha256(os.path.join(tmp, f)) for f in _FILES}
+        with open(os.path.join(tmp, "manifest.json"), "w") as fh:
+            json.dump(manifest, fh, indent=2)
+        old = f"{path}.old-{os.getpid()}"
+        if os.path.exists(path):
+            os.replace(path, old)
+        os.replace(tmp, path)
+        shutil.rmtree(old, ignore_errors=True)
+
+    @classmethod
+    def load(cls, path: str, mmap: bool = False, fingerprint: str | None = None) -> "GalleryIndex":
+        """Load an index folder, refusing missing, truncated or altered files by name."""
+        mpath = os.path.join(path, "manifest.json")
+        if not os.path.isfile(mpath):
+            raise GalleryIndexError(f"{path!r} is not an index folder (no manifest.json); build one with tools/build_index.py")
+        try:
+            with open(mpath) as fh:
+                man = json.load(fh)
+        except json.JSONDecodeError as exc:
+            raise GalleryIndexError(f"{mpath} is damaged ({exc})") from None
+        if man.get("format_version") != FORMAT_VERSION:
+            raise GalleryIndexError(f"{path}: index format {man.get('format_version')} is not {FORMAT_VERSION}; rebuild it")
+        for f in _FILES:
+            fp = os.path.join(path, f)
+            if not os.path.isfile(fp):
+                raise GalleryIndexError(f"{path}: file {f} is missing; the index is incomplete, rebuild it")
+            if _sha256(fp) != man["sha256"][f]:
+                raise GalleryIndexError(f"{path}: file {f} does not match its checksum (truncated or altered); rebuild the index")
+        idx = cls(man["dim"], man["metric"], man["index_type"], man["fingerprint"], man["params"])
+        idx._check_fingerprint(fingerprint, "the caller's model")
+        try:
+            idx.index = faiss.read_index(os.path.join(path, "index.faiss"))
+        except RuntimeError as exc:
+            raise GalleryIndexError(f"{path}: index.faiss cannot be read ({exc})") from None
+        idx.vectors = np.load(os.path.join(path, "vectors.npy"), mmap_mode="r" if mmap else None)
+        idx.alive = np.load(os.path.join(path, "alive.npy"))
+        meta = pd.read_csv(os.path.join(path, "metadata.csv"), keep_default_na=False)
+        idx.meta = meta.astype({c: t for c, t in man["metadata_dtypes"].items() if t != "object" and c in meta})
+        rows = len(idx.alive)
+        if not (len(idx.meta) == len(idx.vectors) == rows == idx.index.ntotal) or int(idx.alive.sum()) != man["count"]:
+            raise GalleryIndexError(
+                f"{path}: counts disagree (manifest {man['count']} live of {man['rows']}, metadata {len(idx.meta)}, "
+                f"vectors {len(idx.vectors)}, faiss {idx.index.ntotal}); rebuild the index"
+            )
+        if idx.vectors.shape[1] != idx.dim or idx.index.d != idx.dim:
+            raise GalleryIndexError(f"{path}: stored vectors are not {idx.dim}-d as the manifest says; rebuild the index")
+        return idx

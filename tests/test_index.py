@@ -1,0 +1,156 @@
+import os
+import threading
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from reid_htg.metrics import evaluate_features
+from reid_htg.retrieval import GalleryIndex, GalleryIndexError, model_fingerprint
+from reid_htg.retrieval.evaluate import evaluate_with_index
+
+
+def _clustered(rng, n=3000, d=32, ids=150, noise=0.3):
+    centers = rng.standard_normal((ids, d)).astype(np.float32)
+    pid = rng.integers(0, ids, n)
+    x = centers[pid] + noise * rng.standard_normal((n, d)).astype(np.float32)
+    meta = pd.DataFrame({"path": [f"g{i}.jpg" for i in range(n)], "pid": pid, "camid": rng.integers(0, 4, n)})
+    return x, meta, centers
+
+
+@pytest.mark.parametrize("index_type", ["flat", "hnsw", "ivf", "ivfpq"])
+@pytest.mark.parametrize("metric", ["cosine", "l2"])
+def test_round_trip_and_recall(tmp_path, rng, index_type, metric):
+    x, meta, centers = _clustered(rng)
+    q = centers[:40] + 0.3 * rng.standard_normal((40, 32)).astype(np.float32)
+    exact = GalleryIndex.build(x, meta, metric=metric, index_type="flat")
+    idx = GalleryIndex.build(x, meta, metric=metric, index_type=index_type, fingerprint="abc")
+    _, r0 = exact.search_raw(q, 10)
+    _, r1 = idx.search_raw(q, 10)
+    recall = np.mean([len(set(a) & set(b)) / 10 for a, b in zip(r0, r1)])
+    assert recall >= (1.0 if index_type == "flat" else 0.8)
+    idx.save(str(tmp_path / "i"))
+    back = GalleryIndex.load(str(tmp_path / "i"))
+    t1, t2 = idx.search(q, 5), back.search(q, 5)
+    pd.testing.assert_frame_equal(t1, t2)
+    assert list(t1.columns) == ["query", "rank", "gallery_id", "distance", "path", "pid", "camid"]
+    assert back.fingerprint == "abc" and len(back) == len(x)
+
+
+def test_distances_are_true_distances(rng):
+    x, meta, _ = _clustered(rng, n=200)
+    q = rng.standard_normal((3, 32)).astype(np.float32)
+    for metric in ("cosine", "l2"):
+        t = GalleryIndex.build(x, meta, metric=metric).search(q, 4)
+        for _, row in t.iterrows():
+            a, b = q[row["query"]], x[row["gallery_id"]]
+            want = 1 - a @ b / np.linalg.norm(a) / np.linalg.norm(b) if metric == "cosine" else np.linalg.norm(a - b)
+            assert row["distance"] == pytest.approx(want, abs=1e-4)
+
+
+@pytest.mark.parametrize("index_type", ["flat", "hnsw", "ivf"])
+def test_incremental_add_and_delete(rng, index_type):
+    x, meta, _ = _clustered(rng, n=2000)
+    idx = GalleryIndex.build(x[:1500], meta[:1500], index_type=index_type)
+    ids = idx.add(x[1500:], meta[1500:])
+    assert ids.tolist() == list(range(1500, 2000)) and len(idx) == 2000
+    hit = idx.search(x[1700], 1)
+    assert hit["gallery_id"].item() == 1700
+    assert idx.delete([1700, 3]) == 2 and len(idx) == 1998
+    assert 1700 not in idx.search(x[1700], 5)["gallery_id"].tolist()
+    idx.compact()
+    assert len(idx) == 1998 and 1700 not in idx.search(x[1700], 5)["gallery_id"].tolist()
+    with pytest.raises(GalleryIndexError, match="not in the index"):
+        idx.delete([99999])
+
+
+def test_refusals(tmp_path, rng):
+    x, meta, _ = _clustered(rng, n=300)
+    idx = GalleryIndex.build(x, meta, fingerprint="model-a")
+    with pytest.raises(GalleryIndexError, match="dimension 16.*32-d"):
+        idx.search(np.zeros((1, 16), np.float32))
+    with pytest.raises(GalleryIndexError, match="model-b.*model-a"):
+        idx.search(x[:1], fingerprint="model-b")
+    bad = x[:2].copy()
+    bad[1, 3] = np.nan
+    with pytest.raises(GalleryIndexError, match="NaN"):
+        idx.search(bad)
+    with pytest.raises(GalleryIndexError, match="NaN"):
+        GalleryIndex.build(bad)
+    with pytest.raises(GalleryIndexError, match="metadata has 299 rows"):
+        GalleryIndex.build(x, meta[:-1])
+    path = str(tmp_path / "i")
+    idx.save(path)
+    with pytest.raises(GalleryIndexError, match="model-b.*model-a"):
+        GalleryIndex.load(path, fingerprint="model-b")
+    blob = os.path.join(path, "index.faiss")
+    with open(blob, "r+b") as fh:  # truncate
+        fh.truncate(os.path.getsize(blob) // 2)
+    with pytest.raises(GalleryIndexError, match="index.faiss does not match its checksum"):
+        GalleryIndex.load(path)
+    idx.save(path)  # a new save replaces the damaged folder whole
+    with open(os.path.join(path, "metadata.csv"), "a") as fh:
+        fh.write("999,extra.jpg,1,1\n")
+    with pytest.raises(GalleryIndexError, match="metadata.csv does not match"):
+        GalleryIndex.load(path)
+    with pytest.raises(GalleryIndexError, match="not an index folder"):
+        GalleryIndex.load(str(tmp_path))
+
+
+def test_interrupted_save_leaves_previous_index(tmp_path, rng, monkeypatch):
+    x, meta, _ = _clustered(rng, n=300)
+    path = str(tmp_path / "i")
+    GalleryIndex.build(x, meta).save(path)
+    bigger = GalleryIndex.build(np.concatenate([x, x]), pd.concat([meta, meta]))
+
+    def boom(*a, **k):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(np, "save", boom)
+    with pytest.raises(KeyboardInterrupt):
+        bigger.save(path)
+    monkeypatch.undo()
+    assert len(GalleryIndex.load(path)) == 300  # the old index, whole
+
+
+def test_concurrent_searches_match_serial(rng):
+    x, meta, _ = _clustered(rng, n=3000)
+    idx = GalleryIndex.build(x, meta, index_type="hnsw")
+    qs = [x[i * 50 : (i + 1) * 50] + 0.01 for i in range(8)]
+    serial = [idx.search_raw(q, 10)[1] for q in qs]
+    out = [None] * 8
+
+    def work(i):
+        out[i] = idx.search_raw(qs[i], 10)[1]
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert all(np.array_equal(a, b) for a, b in zip(serial, out))
+
+
+def test_exact_index_evaluation_equals_distance_path(rng):
+    x, meta, centers = _clustered(rng, n=1500, ids=60, noise=0.8)
+    qp = rng.integers(0, 60, 200)
+    qf = centers[qp] + 0.8 * rng.standard_normal((200, 32)).astype(np.float32)
+    qc = rng.integers(0, 4, 200)
+    gp, gc = meta["pid"].to_numpy(), meta["camid"].to_numpy()
+    for ap in ("noninterp", "official"):
+        for metric in ("cosine", "l2"):
+            a = evaluate_features(qf, x, qp, gp, qc, gc, ap=ap, metric="euclidean" if metric == "l2" else metric, dtype=torch.float64)
+            b = evaluate_with_index(qf, x, qp, gp, qc, gc, index_type="flat", ap=ap, metric=metric)
+            assert b.mAP == pytest.approx(a.mAP, abs=1e-9) and np.allclose(a.cmc, b.cmc, atol=1e-9)
+    exact = evaluate_features(qf, x, qp, gp, qc, gc)
+    approx = evaluate_with_index(qf, x, qp, gp, qc, gc, index_type="hnsw", k=100)
+    assert approx.rank(1) == pytest.approx(exact.rank(1), abs=0.02)
+
+
+def test_fingerprint_depends_on_weights():
+    import torch
+
+    a = {"w": torch.ones(2, 2)}
+    b = {"w": torch.ones(2, 2) * 1.0001}
+    assert model_fingerprint(a) == model_fingerprint({"w": torch.ones(2, 2)}) != model_fingerprint(b)

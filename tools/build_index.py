@@ -1,0 +1,65 @@
+#!/usr/bin/env python
+"""Build a gallery index folder from an embeddings file.
+
+    python tools/build_index.py --embeddings gallery.npz --out gallery_index [--index auto|flat|hnsw|ivf|ivfpq] [--metric cosine|l2] [nprobe=32 ...]
+
+`auto` picks flat up to 100k vectors, HNSW up to 2M, IVF-PQ (with exact
+re-ranking) beyond. Extra key=value pairs set index parameters (hnsw_m,
+ef_search, ef_construction, nlist, nprobe, pq_m, rerank).
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+
+import numpy as np
+import pandas as pd
+import yaml
+
+from reid_htg.retrieval import INDEX_TYPES, GalleryIndex, GalleryIndexError
+
+
+def load_embeddings(path: str) -> tuple[np.ndarray, pd.DataFrame, str | None]:
+    """Embeddings, their metadata table and the model fingerprint from a tools/embed.py file."""
+    try:
+        data = np.load(path, allow_pickle=False)
+    except (OSError, ValueError) as exc:
+        raise SystemExit(f"error: cannot read embeddings file {path!r}: {exc}") from None
+    if "embeddings" not in data.files:
+        raise SystemExit(f"error: {path} has no 'embeddings' array; make it with tools/embed.py")
+    emb = data["embeddings"]
+    cols = {k: data[k] for k in data.files if k not in ("embeddings", "fingerprint")}
+    for k, v in cols.items():
+        if len(v) != len(emb):
+            raise SystemExit(f"error: {path}: column {k!r} has {len(v)} entries for {len(emb)} embeddings")
+    fp = str(data["fingerprint"]) if "fingerprint" in data.files else None
+    return emb, pd.DataFrame(cols), fp
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--embeddings", required=True)
+    ap.add_argument("--out", required=True, help="index folder to write")
+    ap.add_argument("--index", default="auto", choices=("auto", *INDEX_TYPES))
+    ap.add_argument("--metric", default="cosine", choices=("cosine", "l2"))
+    ap.add_argument("params", nargs="*", help="index parameters as key=value")
+    args = ap.parse_args(argv)
+    emb, meta, fp = load_embeddings(args.embeddings)
+    params = {}
+    for item in args.params:
+        key, _, value = item.partition("=")
+        params[key] = yaml.safe_load(value)
+    t = time.perf_counter()
+    try:
+        index = GalleryIndex.build(emb, meta, metric=args.metric, index_type=args.index, fingerprint=fp, **params)
+        index.save(args.out)
+    except GalleryIndexError as exc:
+        raise SystemExit(f"error: {exc}") from None
+    print(f"{index.index_type} index ({args.metric}) of {len(index)} x {index.dim} from model {fp} -> {args.out} "
+          f"in {time.perf_counter() - t:.1f}s")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,60 @@
+#!/usr/bin/env python
+"""Embed images with a trained checkpoint into an embeddings file.
+
+    python tools/embed.py --checkpoint runs/NAME/last.pt --images DIR --out gallery.npz
+    python tools/embed.py --checkpoint runs/NAME/last.pt --dataset cuhk03 --data-root PATH --split gallery --out gallery.npz
+
+The .npz holds `embeddings` (N x D float32), one array per metadata column
+(`path`, and `pid`, `camid`, `split` for a dataset) and `fingerprint`, the
+hash of the model's weights that the index checks queries against.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+
+import numpy as np
+
+from reid_htg.data import SPLITS, DatasetError, build_dataset, split_of
+from reid_htg.data.readers import list_images
+from reid_htg.engine.checkpoint import load_checkpoint
+from reid_htg.engine.extract import embed_images
+from reid_htg.retrieval import model_fingerprint
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--checkpoint", required=True)
+    src = ap.add_mutually_exclusive_group(required=True)
+    src.add_argument("--images", help="a folder of images (searched recursively)")
+    src.add_argument("--dataset", help="a dataset name (with --data-root and --split)")
+    ap.add_argument("--data-root")
+    ap.add_argument("--split", choices=SPLITS, default="gallery")
+    ap.add_argument("--out", required=True, help="output .npz")
+    ap.add_argument("--batch-size", type=int, default=128)
+    ap.add_argument("--device")
+    args = ap.parse_args(argv)
+    try:
+        state = load_checkpoint(args.checkpoint)
+        if args.images:
+            columns = {"path": np.array(list_images(args.images))}
+        else:
+            if not args.data_root:
+                raise SystemExit("error: --dataset needs --data-root")
+            part = split_of(build_dataset(args.dataset, args.data_root), args.split)
+            if len(part) == 0:
+                raise SystemExit(f"error: {args.dataset} has no {args.split} images")
+            columns = {c: part[c].to_numpy() for c in ("path", "pid", "camid", "split")}
+            columns["path"] = columns["path"].astype(str)
+            columns["split"] = columns["split"].astype(str)
+    except (DatasetError, FileNotFoundError, RuntimeError) as exc:
+        raise SystemExit(f"error: {exc}") from None
+    emb = embed_images(state, columns["path"], args.batch_size, args.device)
+    fp = model_fingerprint(state["model"])
+    np.savez(args.out, embeddings=emb, fingerprint=np.array(fp), **columns)
+    print(f"{len(emb)} embeddings of dimension {emb.shape[1]} from model {fp} -> {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
