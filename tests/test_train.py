@@ -113,3 +113,24 @@ def test_two_process_gloo_training_agrees(tmp_path):
     assert "2 process(es)" in res.stdout and "ranks agree on the weights: True" in res.stdout
     rows = metrics(out_dir)
     assert len(rows) == 2 and float(rows[1]["loss"]) < float(rows[0]["loss"])
+
+
+def test_htg_run_logs_diagnostics_and_plots(tmp_path):
+    out_dir, _ = train(tmp_path, "htg", "htg.enabled=true", "htg.warmup_epochs=1", epochs=2)
+    rows = metrics(out_dir)
+    assert rows[0]["gen_active"] == "" and rows[1]["gen_active"] != ""  # adversarial steps start after the warm-up
+    assert 0.0 <= float(rows[1]["gen_active"]) <= 1.0 and float(rows[1]["d_loss"]) > 0
+    assert (out_dir / "curves.png").stat().st_size > 1000
+
+
+def test_unreadable_training_image_is_named_or_skipped(tmp_path):
+    from reid_htg.data.synthetic import read_synthetic
+
+    df = read_synthetic(str(tmp_path / "syn"), num_train_ids=16, num_test_ids=10, images_per_cam=2, num_cams=3)
+    bad = df[df.split == "train"].path.iloc[5]
+    with open(bad, "wb") as fh:
+        fh.write(b"not an image")
+    res = run("train_reid.py", "--data-root", str(tmp_path / "syn"), "--output-dir", str(tmp_path / "r"), "epochs=1", *TINY, check=False)
+    assert res.returncode != 0 and os.path.basename(bad) in res.stderr and "skip_unreadable" in res.stderr
+    ok = run("train_reid.py", "--data-root", str(tmp_path / "syn"), "--output-dir", str(tmp_path / "r"), "epochs=1", *TINY, "data.skip_unreadable=true")
+    assert os.path.basename(bad) in ok.stderr and "95 training images" in ok.stdout

@@ -11,9 +11,12 @@ from tqdm import tqdm
 
 def load_image(path: str, size: tuple[int, int]) -> torch.Tensor:
     """(3, H, W) uint8 tensor of the image at ``path`` resized to ``size`` = (H, W); grayscale becomes RGB."""
-    with Image.open(path) as im:
-        im = im.convert("RGB").resize((size[1], size[0]), Image.BILINEAR)
-        return torch.from_numpy(np.asarray(im).copy()).permute(2, 0, 1).contiguous()
+    try:
+        with Image.open(path) as im:
+            im = im.convert("RGB").resize((size[1], size[0]), Image.BILINEAR)
+    except Exception as exc:  # noqa: BLE001 - Pillow raises many types for bad files
+        raise OSError(f"cannot read image {path}: {type(exc).__name__}: {exc}") from None
+    return torch.from_numpy(np.asarray(im).copy()).permute(2, 0, 1).contiguous()
 
 
 class ImageSet(torch.utils.data.Dataset):
