@@ -10,26 +10,16 @@ the best of ``--repeats`` is kept for each. Target: at most 15% more time per st
 """
 from __future__ import annotations
 
-import argparse
-
 import torch
 
-from train_throughput import plain_loop
+from train_throughput import model_args, plain_loop
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--backbone", default="resnet18")
-    ap.add_argument("--height", type=int, default=64)
-    ap.add_argument("--width", type=int, default=32)
-    ap.add_argument("--p", type=int, default=16)
-    ap.add_argument("--k", type=int, default=4)
+    ap = model_args(__doc__)
     ap.add_argument("--classes", type=int, default=743, help="training identities (sizes D's output)")
-    ap.add_argument("--keypoint-blocks", type=int, nargs="*", default=[])
-    ap.add_argument("--last-stride", type=int, default=2)
     ap.add_argument("--iters", type=int, default=10)
     ap.add_argument("--repeats", type=int, default=3)
-    ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     args = ap.parse_args()
     device = torch.device(args.device)
     base, htg = 0.0, 0.0

@@ -66,17 +66,23 @@ def plain_loop(args, device, num_classes: int, iters: int, htg: bool = False) ->
     return iters * b / (time.perf_counter() - t)
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def model_args(doc: str) -> argparse.ArgumentParser:
+    """The parser of the model and batch options shared by the training benchmarks."""
+    ap = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--backbone", default="resnet18")
     ap.add_argument("--height", type=int, default=64)
     ap.add_argument("--width", type=int, default=32)
     ap.add_argument("--p", type=int, default=16)
     ap.add_argument("--k", type=int, default=4)
-    ap.add_argument("--ids", type=int, default=64, help="synthetic training identities (sets the epoch length)")
     ap.add_argument("--keypoint-blocks", type=int, nargs="*", default=[])
     ap.add_argument("--last-stride", type=int, default=2)
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    return ap
+
+
+def main() -> None:
+    ap = model_args(__doc__)
+    ap.add_argument("--ids", type=int, default=64, help="synthetic training identities (sets the epoch length)")
     ap.add_argument("--work-dir", default=None, help="where the synthetic set and the run go (default: a temporary folder)")
     args = ap.parse_args()
     device = torch.device(args.device)
