@@ -4,7 +4,9 @@ import numpy as np
 import pytest
 import torch
 
-torch.set_num_threads(min(2, torch.get_num_threads()))
+# Small in-process tensors: one thread avoids OpenMP overhead (and oversubscription when
+# subprocess tests or other jobs share the two cores).
+torch.set_num_threads(1)
 
 
 @pytest.fixture
