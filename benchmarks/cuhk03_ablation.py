@@ -13,8 +13,9 @@ Each arm is configs/cuhk03_cpu.yaml (or --config) plus its overrides:
 Runs go to RUNS_DIR/<arm>_s<seed>/ (default runs/ablation); a run whose
 eval.json exists is not run again, so an interrupted ablation continues where
 it stopped. Prints, and writes as RUNS_DIR/ablation.md and .csv, rank-1, rank-5
-and mAP (noninterp AP) as mean +- standard deviation over the seeds, and the
-mean training images/s. Protocol CUHK03-pair1: query = val camera A (451),
+and mAP (noninterp AP) as mean +- standard deviation over the seeds (training
+speed is measured by benchmarks/train_throughput.py, not here: these runs may
+share the machine). Protocol CUHK03-pair1: query = val camera A (451),
 gallery = val camera B (487), 100 identities.
 """
 from __future__ import annotations
@@ -63,21 +64,18 @@ def main() -> None:
             subprocess.run(cmd, check=True)
     rows = []
     for arm in args.arms:
-        evals, speeds = [], []
+        evals = []
         for seed in args.seeds:
             path = os.path.join(args.runs_dir, f"{arm}_s{seed}", "eval.json")
             if os.path.isfile(path):
                 with open(path) as fh:
                     evals.append(json.load(fh))
-                with open(os.path.join(args.runs_dir, f"{arm}_s{seed}", "metrics.csv")) as fh:
-                    speeds += [float(r["img_per_s"]) for r in csv.DictReader(fh)]
         if not evals:
             continue
         row = {"arm": arm, "seeds": len(evals)}
         for key in ("rank1", "rank5", "mAP"):
             vals = 100 * np.array([e[key] for e in evals])
-            row[key] = f"{vals.mean():.1f} +- {vals.std(ddof=1) if len(vals) > 1 else 0:.1f}"
-        row["img_per_s"] = f"{np.mean(speeds):.0f}"
+            row[key] = f"{vals.mean():.1f} +- {vals.std(ddof=1):.1f}" if len(vals) > 1 else f"{vals[0]:.1f} (one seed)"
         row["query/gallery"] = f"{evals[0]['num_query']}/{evals[0]['num_gallery']}"
         rows.append(row)
     if not rows:
