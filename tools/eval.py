@@ -22,7 +22,7 @@ import torch
 from reid_htg.metrics import AP_FORMULAS, evaluate_features
 from reid_htg.metrics.rank import DEFAULT_AP
 from reid_htg.retrieval import INDEX_TYPES
-from reid_htg.retrieval.evaluate import evaluate_with_index
+from reid_htg.retrieval.evaluate import evaluate_reranked, evaluate_with_index
 
 FEATURE_KEYS = ("qf", "gf", "q_pids", "g_pids", "q_camids", "g_camids")
 
@@ -59,6 +59,10 @@ def parse_args(argv=None):
                    help="distance arithmetic (default float64: the index path and the matrix path then agree exactly)")
     m.add_argument("--index", choices=INDEX_TYPES, help="rank the gallery with a FAISS index of this type instead of a distance matrix")
     m.add_argument("--index-k", type=int, help="neighbours retrieved per query with --index (default: the whole gallery)")
+    m.add_argument("--rerank", action="store_true", help="k-reciprocal re-ranking (Zhong et al. 2017) from top-k1 neighbour lists")
+    m.add_argument("--k1", type=int, default=20, help="re-ranking k1 (default 20)")
+    m.add_argument("--k2", type=int, default=6, help="re-ranking k2 (default 6)")
+    m.add_argument("--lambda", dest="lambda_value", type=float, default=0.3, help="re-ranking weight of the original distance (default 0.3)")
     ap.add_argument("--json", help="write the metrics as JSON to this file (fractions in [0, 1])")
     return ap.parse_args(argv)
 
@@ -81,8 +85,12 @@ def main(argv=None) -> int:
         source = f"{ckpt} on {feats.pop('description')}"
     labels = (feats["q_pids"], feats["g_pids"], feats["q_camids"], feats["g_camids"])
     try:
-        if args.index:
-            metric = "l2" if args.metric == "euclidean" else "cosine"
+        metric = "l2" if args.metric == "euclidean" else "cosine"
+        if args.rerank:
+            result = evaluate_reranked(feats["qf"], feats["gf"], *labels, k1=args.k1, k2=args.k2, lambda_value=args.lambda_value,
+                                       metric=metric, index_type=args.index or "flat", ap=args.ap, max_rank=args.max_rank)
+            how = f"k-reciprocal re-ranking k1={args.k1} k2={args.k2} lambda={args.lambda_value}, neighbours from a {args.index or 'flat'} index"
+        elif args.index:
             result = evaluate_with_index(feats["qf"], feats["gf"], *labels, index_type=args.index, metric=metric, k=args.index_k, ap=args.ap, max_rank=args.max_rank)
             how = f"{args.index} index, " + (f"top-{args.index_k}" if args.index_k else "whole gallery")
         else:

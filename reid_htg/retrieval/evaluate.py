@@ -57,3 +57,24 @@ def evaluate_with_index(
         block[torch.nonzero(ok, as_tuple=True)[0], r[ok]] = key[ok]
         acc.add(block, s)
     return acc.result(max_rank, ap, ng)
+
+
+def evaluate_reranked(
+    qf, gf, q_pids, g_pids, q_camids, g_camids, k1: int = 20, k2: int = 6, lambda_value: float = 0.3,
+    metric: str = "cosine", index_type: str = "flat", max_rank: int = 50, ap: str = DEFAULT_AP, chunk_size: int = 256, **index_params,
+) -> RankResult:
+    """Metrics after k-reciprocal re-ranking (:mod:`reid_htg.retrieval.rerank`), neighbour lists from an index.
+
+    Memory grows with (Q + G) x k1 for the encodings and chunk x G for one block
+    of final distances, never with (Q + G)^2.
+    """
+    from reid_htg.retrieval.rerank import reranked_distance_blocks
+
+    g_pids = _as_int_array(g_pids, "g_pids", len(gf))
+    q_pids, q_camids = _as_int_array(q_pids, "q_pids", len(qf)), _as_int_array(q_camids, "q_camids", len(qf))
+    g_camids = _as_int_array(g_camids, "g_camids", len(gf))
+    acc = _RankAccumulator(q_pids, g_pids, q_camids, g_camids, num_bins=2048)
+    blocks = reranked_distance_blocks(qf, gf, k1, k2, lambda_value, metric, index_type, chunk_size, **index_params)
+    for s, block in blocks:
+        acc.add(torch.from_numpy(block), s)
+    return acc.result(max_rank, ap, len(gf))
