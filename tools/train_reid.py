@@ -127,7 +127,11 @@ def main(argv=None) -> int:
     model = ReIDNet(**model_args).to(device)
     if cuda and cfg.channels_last:
         model = model.to(memory_format=torch.channels_last)
-    htg = HTG(model.dim, num_classes, **HTG.args_from(cfg.htg)).to(device) if cfg.htg.enabled else None
+    h = cfg.htg
+    htg = HTG(
+        model.dim, num_classes, bottleneck=h.bottleneck, d_hidden=h.d_hidden, lr=h.lr, margin=h.margin, g_triplet=h.g_triplet,
+        g_label=h.g_label, g_close=h.g_close, d_steps=h.d_steps, g_steps=h.g_steps, normalize=cfg.loss.normalize,
+    ).to(device) if h.enabled else None
     opt = build_optimizer(cfg.optim.optimizer.name, model.parameters(), **cfg.optim.optimizer.args)
     steps = len(sampler)
     o = cfg.optim

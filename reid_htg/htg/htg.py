@@ -130,14 +130,6 @@ class HTG(nn.Module):
         self.opt_g = torch.optim.Adam(self.G.parameters(), lr=lr, betas=(0.5, 0.999))
         self.opt_d = torch.optim.Adam(self.D.parameters(), lr=lr, betas=(0.5, 0.999))
 
-    @staticmethod
-    def args_from(cfg) -> dict:
-        """HTG keyword arguments from an :class:`reid_htg.config.HTGConfig` (used by tools/ only)."""
-        return dict(
-            bottleneck=cfg.bottleneck, d_hidden=cfg.d_hidden, lr=cfg.lr, margin=cfg.margin, g_triplet=cfg.g_triplet,
-            g_label=cfg.g_label, g_close=cfg.g_close, d_steps=cfg.d_steps, g_steps=cfg.g_steps,
-        )
-
     def state_dict(self, *args, **kwargs):
         state = super().state_dict(*args, **kwargs)
         state["opt_g"], state["opt_d"] = self.opt_g.state_dict(), self.opt_d.state_dict()
