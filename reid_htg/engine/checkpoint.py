@@ -15,10 +15,11 @@ def code_version() -> str:
         out = subprocess.run(
             ["git", "describe", "--always", "--dirty", "--tags"], cwd=here, capture_output=True, text=True, timeout=5
         )
-        if out.returncode == 0 and out.stdout.strip():
-            return out.stdout.strip()
-    except (OSError, subprocess.SubprocessError):
-        pass
+        described = out.stdout.strip() if out.returncode == 0 else ""
+    except (OSError, subprocess.SubprocessError):  # no git on this machine: fall back to the package version
+        described = ""
+    if described:
+        return described
     from importlib.metadata import PackageNotFoundError, version
 
     try:
