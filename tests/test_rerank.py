@@ -1,5 +1,4 @@
 import numpy as np
-import pytest
 
 from reid_htg.retrieval.rerank import reranked_distance_blocks
 

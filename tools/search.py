@@ -14,7 +14,6 @@ import argparse
 import os
 import sys
 
-import numpy as np
 import pandas as pd
 
 from reid_htg.retrieval import GalleryIndex, GalleryIndexError

@@ -32,7 +32,6 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from reid_htg.metrics.distance import pairwise_distance
 
 AP_FORMULAS = ("noninterp", "official")
 DEFAULT_AP = "noninterp"
