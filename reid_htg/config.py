@@ -94,6 +94,19 @@ class HTGConfig:
 
 
 @dataclass(frozen=True)
+class AugmentersConfig:
+    """Image-level augmenters mixed into each re-ID batch (reid_htg.augmenters); all off by default."""
+
+    lsro_checkpoint: str = ""  # a DCGAN run of tools/train_gan.py (its last.pt or folder)
+    lsro_ratio: float = 0.0  # generated images added per real image, uniform (LSRO) identity targets
+    camstyle_checkpoint: str = ""  # a CycleGAN run of tools/train_gan.py between the dataset's two cameras
+    camstyle_ratio: float = 0.0  # fraction of the batch also added in the other camera's style
+    camstyle_smoothing: float = 0.1  # label smoothing of the style-transferred images
+    fgsm_eps: float = 0.0  # FGSM step in [0, 1] pixel units (8/255 ~ 0.031)
+    fgsm_ratio: float = 0.0  # fraction of the batch also added as FGSM adversarial copies
+
+
+@dataclass(frozen=True)
 class TrainConfig:
     name: str = "synthetic_resnet18"
     seed: int = 0
@@ -108,6 +121,39 @@ class TrainConfig:
     loss: LossConfig = field(default_factory=LossConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     htg: HTGConfig = field(default_factory=HTGConfig)
+    augmenters: AugmentersConfig = field(default_factory=AugmentersConfig)
+
+
+@dataclass(frozen=True)
+class GANConfig:
+    """tools/train_gan.py: DCGAN (LSRO source) or CycleGAN between two cameras (CamStyle)."""
+
+    name: str = "dcgan"
+    model: str = "dcgan"  # dcgan or cyclegan
+    seed: int = 0
+    epochs: int = 10
+    iters_per_epoch: int = 0  # 0: one pass over the (larger) image set
+    batch_size: int = 64
+    dataset: str = "synthetic"
+    root: str = "data/synthetic"  # --data-root overrides it
+    args: dict = field(default_factory=dict)  # reader options
+    height: int = 64
+    width: int = 32
+    flip: bool = True
+    lr: float = 2e-4
+    beta1: float = 0.5
+    nz: int = 100  # DCGAN latent size
+    ngf: int = 64  # generator width (CycleGAN: 32 by its config)
+    ndf: int = 64
+    n_res: int = 6  # CycleGAN residual blocks
+    d_layers: int = 3  # CycleGAN PatchGAN strided layers
+    lambda_cycle: float = 10.0
+    lambda_identity: float = 5.0
+    pool_size: int = 50
+    camera_a: typing.Optional[int] = None  # CycleGAN domains; default: the training split's two cameras
+    camera_b: typing.Optional[int] = None
+    sample_every: int = 100  # iterations between sample grids (and checkpoints)
+    log_every: int = 20
 
 
 def _convert(tp, value, key: str):

@@ -4,6 +4,7 @@
     python tools/eval.py --rank1 --mAP                              # the most recent run under runs/
     python tools/eval.py --checkpoint runs/x/last.pt [--dataset cuhk03 --data-root PATH]
     python tools/eval.py --features feats.npz [--ap official] [--metric euclidean] [--json out.json]
+    python tools/eval.py --checkpoint runs/x/last.pt --fgsm 0 0.01 0.03   # rank-1/mAP with FGSM-attacked queries
 
 A features file is an .npz with arrays qf, gf, q_pids, g_pids, q_camids, g_camids.
 Distances are cosine on L2-normalised features unless --metric euclidean.
@@ -63,8 +64,38 @@ def parse_args(argv=None):
     m.add_argument("--k1", type=int, default=20, help="re-ranking k1 (default 20)")
     m.add_argument("--k2", type=int, default=6, help="re-ranking k2 (default 6)")
     m.add_argument("--lambda", dest="lambda_value", type=float, default=0.3, help="re-ranking weight of the original distance (default 0.3)")
+    r = ap.add_argument_group("robustness")
+    r.add_argument("--fgsm", type=float, nargs="+", metavar="EPS",
+                   help="attack every query with FGSM at each eps (pixel units in [0, 1], e.g. 0.01 0.03) and report rank-1/mAP; needs a checkpoint")
     ap.add_argument("--json", help="write the metrics as JSON to this file (fractions in [0, 1])")
     return ap.parse_args(argv)
+
+
+def robustness(args) -> int:
+    """rank-1 and mAP of a checkpoint's model with every query FGSM-attacked, one row per eps."""
+    if args.features:
+        raise SystemExit("error: --fgsm attacks query images, so it needs a model: pass --checkpoint (or nothing, for the latest run), not --features")
+    if any(e < 0 for e in args.fgsm):
+        raise SystemExit(f"error: --fgsm eps values must be >= 0, got {args.fgsm}")
+    from reid_htg.engine.extract import checkpoint_test_sets, default_device, latest_checkpoint
+    from reid_htg.engine.robustness import fgsm_robustness
+
+    ckpt = args.checkpoint or latest_checkpoint(args.runs_dir)
+    try:
+        model, sets, desc = checkpoint_test_sets(ckpt, args.dataset, args.data_root)
+    except ValueError as exc:
+        raise SystemExit(f"error: {exc}") from None
+    rows = fgsm_robustness(model, sets["query"], sets["gallery"], args.fgsm, batch_size=min(args.batch_size, 64),
+                           device=default_device(args.device), ap=args.ap)
+    print(f"{ckpt} on {desc}")
+    print("FGSM on every query (metric attack: away from its true matches), gallery clean, cosine distance, Market-1501 protocol")
+    print(f"{'eps':>8} {'eps*255':>8} {'rank-1':>8} {'mAP':>8}")
+    for eps, res in rows:
+        print(f"{eps:>8.4f} {eps * 255:>8.1f} {100 * res.rank(1):>7.2f}% {100 * res.mAP:>7.2f}%")
+    if args.json:
+        with open(args.json, "w") as fh:
+            json.dump({"fgsm": [dict(eps=eps, **res.as_dict()) for eps, res in rows]}, fh, indent=2)
+    return 0
 
 
 def main(argv=None) -> int:
@@ -72,6 +103,8 @@ def main(argv=None) -> int:
     picked = tuple(n for n in ("rank1", "rank5", "rank10", "mAP", "mINP") if getattr(args, n))
     if args.features and args.checkpoint:
         raise SystemExit("error: pass either --features or --checkpoint, not both")
+    if args.fgsm is not None:
+        return robustness(args)
     if args.features:
         feats = load_features(args.features)
         source = args.features

@@ -25,6 +25,8 @@ import torch
 import torch.distributed as dist
 from tqdm import tqdm
 
+from reid_htg.augmenters import LSROSource, camstyle_images, fgsm, normalized_bounds, pixel_step, smoothed_targets, uniform_targets
+from reid_htg.augmenters.mixing import GANCheckpointError
 from reid_htg.config import ConfigError, TrainConfig, load_config, save_config, to_dict
 from reid_htg.data import DatasetError, build_dataset, drop_unreadable, relabel, split_of
 from reid_htg.data.augment import augment
@@ -83,6 +85,43 @@ def image_set(part, size, cfg, rank, labels=None):
         raise DatasetError(f"{exc}; run tools/check_dataset.py to list every bad image, or set data.skip_unreadable=true") from None
 
 
+def build_augmenters(cfg: TrainConfig, images: ImageSet, device, rank: int):
+    """(LSRO source or None, (CamStyle images, mask) or None), checking the augmenters' settings."""
+    a = cfg.augmenters
+    for key in ("lsro_ratio", "camstyle_ratio", "fgsm_ratio", "fgsm_eps", "camstyle_smoothing"):
+        if getattr(a, key) < 0:
+            raise SystemExit(f"error: augmenters.{key} must be >= 0, got {getattr(a, key)}")
+    for kind, ratio, ckpt in (("lsro", a.lsro_ratio, a.lsro_checkpoint), ("camstyle", a.camstyle_ratio, a.camstyle_checkpoint)):
+        if ratio > 0 and not ckpt:
+            raise SystemExit(f"error: augmenters.{kind}_ratio={ratio} needs augmenters.{kind}_checkpoint (a run of tools/train_gan.py)")
+    if a.fgsm_ratio > 0 and a.fgsm_eps == 0:
+        raise SystemExit("error: augmenters.fgsm_ratio > 0 needs augmenters.fgsm_eps > 0 (e.g. 0.03)")
+    try:
+        lsro = LSROSource(a.lsro_checkpoint, images.size, device) if a.lsro_ratio > 0 else None
+        styled = camstyle_images(a.camstyle_checkpoint, images, device, progress=rank == 0) if a.camstyle_ratio > 0 else None
+    except GANCheckpointError as exc:
+        raise SystemExit(f"error: {exc}") from None
+    return lsro, styled
+
+
+def fgsm_copies(model, x, y, eps: float, gen, n: int, amp: bool):
+    """FGSM copies of ``n`` random rows of the augmented batch, attacked on the identity loss.
+
+    The attack's forward pass runs on copies of the BatchNorm buffers, so it
+    leaves the running statistics as they were.
+    """
+    pick = torch.randperm(len(y), generator=gen, device=x.device)[:n]
+    params = dict(model.named_parameters())
+    buffers = {k: v.clone() for k, v in model.named_buffers()}
+
+    def loss_fn(xx):
+        with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=amp):
+            logits = torch.func.functional_call(model, (params, buffers), (xx,))["logits"]
+        return identity_cross_entropy(logits, y[pick], 0.0)
+
+    return fgsm(x[pick], loss_fn, pixel_step(eps, x.device), normalized_bounds(x.device)), pick
+
+
 def evaluate(model, query, gallery, device):
     net = model.module if hasattr(model, "module") else model
     qf = extract_features(net, query, device=device, desc="query features")
@@ -132,6 +171,8 @@ def main(argv=None) -> int:
         model.dim, num_classes, bottleneck=h.bottleneck, d_hidden=h.d_hidden, lr=h.lr, margin=h.margin, g_triplet=h.g_triplet,
         g_label=h.g_label, g_close=h.g_close, d_steps=h.d_steps, g_steps=h.g_steps, normalize=cfg.loss.normalize,
     ).to(device) if h.enabled else None
+    lsro, styled = build_augmenters(cfg, images, device, rank)
+    aug = cfg.augmenters
     opt = build_optimizer(cfg.optim.optimizer.name, model.parameters(), **cfg.optim.optimizer.args)
     steps = len(sampler)
     o = cfg.optim
@@ -180,22 +221,43 @@ def main(argv=None) -> int:
         run_model.train()
         sums, n_batches, n_images, t0 = {}, 0, 0, time.perf_counter()
         bar = tqdm(iterate_batches(images, sampler, cfg.data.workers), total=steps, desc=f"epoch {epoch + 1}/{cfg.epochs}", disable=None if main_proc else True, leave=False)
-        for x, y, _ in bar:
-            x = augment(x.to(device, non_blocking=True), aug_gen, flip=cfg.data.flip, pad=cfg.data.pad, erasing=cfg.data.erasing)
+        for x, y, _, idx in bar:
+            x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+            b = len(y)
+            extra_x, extra_t = [], []  # augmenter images joining the identity loss, and their target distributions
+            if lsro is not None:  # DCGAN samples, uniform targets
+                n = max(1, round(aug.lsro_ratio * b))
+                extra_x.append(lsro.sample(n, aug_gen))
+                extra_t.append(uniform_targets(n, num_classes, device))
+            if styled is not None:  # the batch's images in the other camera's style, same identity
+                avail = idx[styled[1][idx]]
+                pick = avail[torch.randperm(len(avail), generator=aug_gen, device=device).cpu()[:round(aug.camstyle_ratio * b)]]
+                extra_x.append(styled[0][pick].to(device))
+                extra_t.append(smoothed_targets(images.labels[pick].to(device), num_classes, aug.camstyle_smoothing))
+            x = augment(torch.cat([x, *extra_x]), aug_gen, flip=cfg.data.flip, pad=cfg.data.pad, erasing=cfg.data.erasing)
+            if aug.fgsm_ratio > 0:  # adversarial copies of some of the real images
+                xa, pick = fgsm_copies(model, x[:b], y, aug.fgsm_eps, aug_gen, max(1, round(aug.fgsm_ratio * b)), cuda and cfg.amp)
+                x = torch.cat([x, xa])
+                extra_t.append(smoothed_targets(y[pick], num_classes, cfg.loss.label_smoothing))
             if cuda and cfg.channels_last:
                 x = x.contiguous(memory_format=torch.channels_last)
-            y = y.to(device, non_blocking=True)
             adversarial = htg is not None and epoch >= cfg.htg.warmup_epochs
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=cuda and cfg.amp):
                 out = run_model(x)
-            tri, tri_stats = batch_hard_triplet_loss(out["embedding"].float(), y, cfg.loss.margin, cfg.loss.normalize)
+            emb_real = out["embedding"][:b].float()
+            tri, tri_stats = batch_hard_triplet_loss(emb_real, y, cfg.loss.margin, cfg.loss.normalize)
+            if extra_t:
+                targets = torch.cat([smoothed_targets(y, num_classes, cfg.loss.label_smoothing), *extra_t])
+                softmax = identity_cross_entropy(out["logits"], targets)
+            else:
+                softmax = identity_cross_entropy(out["logits"], y, cfg.loss.label_smoothing)
             terms = {  # name -> (loss, weight): the embedding network's objective as data
-                "softmax": (identity_cross_entropy(out["logits"], y, cfg.loss.label_smoothing), cfg.loss.softmax),
+                "softmax": (softmax, cfg.loss.softmax),
                 "triplet": (tri, cfg.loss.triplet),
             }
             stats = {"tri_active": tri_stats["active"], "tri_gap": tri_stats["gap"]}
             if adversarial:  # HTG: D step, G step, then G's hard triplets join F's objective
-                emb = out["embedding"].float()
+                emb = emb_real
                 stats.update(htg.d_step(emb.detach(), y))
                 stats.update(htg.g_step(emb.detach(), y, model.classifier, model.neck))
                 hard, hard_stats = htg.hard_triplet_loss(emb, y)
@@ -209,11 +271,11 @@ def main(argv=None) -> int:
             opt.step()
             sched.step()
             stats.update({k: float(v.detach()) for k, (v, _) in terms.items()}, loss=float(loss.detach()))
-            stats["train_acc"] = float((out["logits"].argmax(1) == y).float().mean())
+            stats["train_acc"] = float((out["logits"][:b].argmax(1) == y).float().mean())
             for k, v in stats.items():
                 sums[k] = sums.get(k, 0.0) + v
             n_batches += 1
-            n_images += len(y)
+            n_images += b
             if main_proc and n_batches % max(cfg.log_every, 1) == 0:
                 bar.set_postfix(loss=f"{stats['loss']:.3f}", acc=f"{stats['train_acc']:.2f}")
         if n_batches == 0:

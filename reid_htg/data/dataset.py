@@ -63,17 +63,28 @@ class ImageSet(torch.utils.data.Dataset):
         return torch.stack([load_image(self.paths[i], self.size) for i in idx.tolist()]), self.labels[idx], self.camids[idx]
 
 
+class _Indexed(torch.utils.data.Dataset):
+    def __init__(self, dataset: ImageSet):
+        self.dataset = dataset
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, i: int):
+        return (*self.dataset[i], i)
+
+
 def iterate_batches(dataset: ImageSet, batch_sampler, workers: int = 0):
-    """Yield ``(images, labels, camids)`` for each batch of indices from ``batch_sampler``.
+    """Yield ``(images, labels, camids, indices)`` for each batch of indices from ``batch_sampler``.
 
     A cached set is indexed directly; otherwise a DataLoader decodes in
     ``workers`` processes.
     """
-    if dataset.images is not None:
+    if dataset.images is not None or workers == 0:
         for b in batch_sampler:
-            yield dataset.batch(b)
+            yield (*dataset.batch(b), torch.as_tensor(b, dtype=torch.long))
         return
-    loader = torch.utils.data.DataLoader(dataset, batch_sampler=batch_sampler, num_workers=workers, persistent_workers=False)
+    loader = torch.utils.data.DataLoader(_Indexed(dataset), batch_sampler=batch_sampler, num_workers=workers, persistent_workers=False)
     yield from loader
 
 

@@ -61,28 +61,37 @@ def model_from_checkpoint(state: dict) -> ReIDNet:
     return model
 
 
-def features_for_checkpoint(path: str, dataset: str | None = None, data_root: str | None = None, batch_size: int = 128, device=None) -> dict:
-    """Query and gallery features of a checkpoint's model, on the data it was trained for unless told otherwise.
-
-    Returns:
-        ``{"qf", "gf", "q_pids", "g_pids", "q_camids", "g_camids", "description"}``.
-    """
+def checkpoint_test_sets(path: str, dataset: str | None = None, data_root: str | None = None):
+    """(model, {"query": ImageSet, "gallery": ImageSet}, description) for a checkpoint, on the data it was trained for unless told otherwise."""
     state = load_checkpoint(path)
     data = state["data_args"]
     name = dataset or data["dataset"]
     root = data_root or data["root"]
     args = data.get("args", {}) if name == data["dataset"] else {}
     df = build_dataset(name, root, **args)
-    model = model_from_checkpoint(state)
     size = (data["height"], data["width"])
-    feats = {}
-    for split, key in (("query", "q"), ("gallery", "g")):
+    sets = {}
+    for split in ("query", "gallery"):
         part = split_of(df, split)
         if len(part) == 0:
             raise ValueError(f"{name} at {root} has no {split} images to evaluate on")
-        images = ImageSet(part["path"], part["pid"], part["camid"], size, cache=True, progress=False)
+        sets[split] = ImageSet(part["path"], part["pid"], part["camid"], size, cache=True, progress=False)
+    desc = f"{name} ({root}): {len(sets['query'])} query, {len(sets['gallery'])} gallery"
+    return model_from_checkpoint(state), sets, desc
+
+
+def features_for_checkpoint(path: str, dataset: str | None = None, data_root: str | None = None, batch_size: int = 128, device=None) -> dict:
+    """Query and gallery features of a checkpoint's model, on the data it was trained for unless told otherwise.
+
+    Returns:
+        ``{"qf", "gf", "q_pids", "g_pids", "q_camids", "g_camids", "description"}``.
+    """
+    model, sets, desc = checkpoint_test_sets(path, dataset, data_root)
+    feats = {}
+    for split, key in (("query", "q"), ("gallery", "g")):
+        images = sets[split]
         feats[f"{key}f"] = extract_features(model, images, batch_size, default_device(device), desc=f"{split} features").numpy()
-        feats[f"{key}_pids"] = part["pid"].to_numpy(np.int64)
-        feats[f"{key}_camids"] = part["camid"].to_numpy(np.int64)
-    feats["description"] = f"{name} ({root}): {len(feats['qf'])} query, {len(feats['gf'])} gallery"
+        feats[f"{key}_pids"] = images.labels.numpy()
+        feats[f"{key}_camids"] = images.camids.numpy()
+    feats["description"] = desc
     return feats
