@@ -84,7 +84,7 @@ class GalleryIndex:
         index_type: one of :data:`INDEX_TYPES`.
         fingerprint: fingerprint of the model that made the embeddings (checked on add and search).
         params: index parameters: ``hnsw_m`` (32), ``ef_search`` (64), ``ef_construction`` (80),
-            ``nlist`` (about 4 sqrt(n)), ``nprobe`` (16), ``pq_m`` (dim/8 sub-quantisers, 8 bits), ``rerank`` (10).
+            ``nlist`` (about 4 sqrt(n)), ``nprobe`` (16), ``pq_m`` (dim/8 sub-quantisers), ``pq_nbits`` (8, fewer below 9,984 training vectors), ``rerank`` (10).
     """
 
     def __init__(self, dim: int, metric: str = "cosine", index_type: str = "flat", fingerprint: str | None = None, params: dict | None = None):
@@ -153,7 +153,10 @@ class GalleryIndex:
             m = int(p.get("pq_m") or max(1, d // 8))
             if d % m:
                 raise GalleryIndexError(f"ivfpq: pq_m={m} must divide the dimension {d}")
-            index = faiss.IndexIVFPQ(quantizer, d, nlist, m, 8, mt)
+            # 8-bit codes need 256 x 39 training vectors per sub-quantizer; fewer bits for smaller galleries
+            nbits = int(p.get("pq_nbits") or int(np.clip(np.floor(np.log2(max(n, 1) / 39)), 4, 8)))
+            index = faiss.IndexIVFPQ(quantizer, d, nlist, m, nbits, mt)
+            self.params["pq_nbits"] = nbits
         if n < nlist:
             raise GalleryIndexError(f"{self.index_type}: {n} vectors cannot train {nlist} lists; add more vectors or use flat/hnsw")
         index.train(train)
