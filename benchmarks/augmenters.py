@@ -14,7 +14,7 @@ Arms, each on CUHK03-pair1 (query val camera A, gallery val camera B):
 - htg:      + adversarial hard triplet generation after the warm-up
 
 Settings: ``--small`` uses configs/augmenters_small.yaml (ResNet-10-T at 32x16,
-4 epochs) and GANs from configs/gan_*_small.yaml; the full setting uses
+3 epochs) and GANs from configs/gan_*_small.yaml; the full setting uses
 configs/cuhk03_gpu.yaml (ResNet-50 at 256x128) and configs/gan_*_gpu.yaml.
 The GANs are trained once (seed 0) and shared by the seeds of the re-ID runs.
 Every model is evaluated through the FAISS retrieval path (a flat GalleryIndex
