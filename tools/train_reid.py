@@ -1,10 +1,11 @@
 #!/usr/bin/env python
-"""Train a re-ID embedding network (biasless softmax + batch-hard triplet, optional keypoint blocks and HTG).
+"""Train a re-ID embedding network (biasless softmax + batch-hard triplet, optional keypoint blocks, HTG, GAN/FGSM augmenters).
 
     python tools/train_reid.py                                    # built-in synthetic default, a few CPU minutes
     python tools/train_reid.py --config configs/cuhk03_cpu.yaml --data-root ../shared/data/cuhk03
     python tools/train_reid.py --config FILE optim.optimizer.args.lr=1e-3 model.keypoint_blocks=[]
     python tools/train_reid.py --config FILE --resume             # continue runs/<name>/last.pt
+    python tools/train_reid.py --config FILE augmenters.lsro_checkpoint=runs/gan_dcgan augmenters.lsro_ratio=0.25
     torchrun --nproc_per_node 2 tools/train_reid.py --config FILE # DistributedDataParallel
 
 The output folder (default runs/<config name>/) holds config.yaml (the resolved
