@@ -13,28 +13,10 @@ import argparse
 import sys
 import time
 
-import numpy as np
-import pandas as pd
 import yaml
 
 from reid_htg.retrieval import INDEX_TYPES, GalleryIndex, GalleryIndexError
-
-
-def load_embeddings(path: str) -> tuple[np.ndarray, pd.DataFrame, str | None]:
-    """Embeddings, their metadata table and the model fingerprint from a tools/embed.py file."""
-    try:
-        data = np.load(path, allow_pickle=False)
-    except (OSError, ValueError) as exc:
-        raise SystemExit(f"error: cannot read embeddings file {path!r}: {exc}") from None
-    if "embeddings" not in data.files:
-        raise SystemExit(f"error: {path} has no 'embeddings' array; make it with tools/embed.py")
-    emb = data["embeddings"]
-    cols = {k: data[k] for k in data.files if k not in ("embeddings", "fingerprint")}
-    for k, v in cols.items():
-        if len(v) != len(emb):
-            raise SystemExit(f"error: {path}: column {k!r} has {len(v)} entries for {len(emb)} embeddings")
-    fp = str(data["fingerprint"]) if "fingerprint" in data.files else None
-    return emb, pd.DataFrame(cols), fp
+from reid_htg.retrieval.files import EmbeddingsFileError, load_embeddings
 
 
 def main(argv=None) -> int:
@@ -45,7 +27,10 @@ def main(argv=None) -> int:
     ap.add_argument("--metric", default="cosine", choices=("cosine", "l2"))
     ap.add_argument("params", nargs="*", help="index parameters as key=value")
     args = ap.parse_args(argv)
-    emb, meta, fp = load_embeddings(args.embeddings)
+    try:
+        emb, meta, fp = load_embeddings(args.embeddings)
+    except EmbeddingsFileError as exc:
+        raise SystemExit(f"error: {exc}") from None
     params = {}
     for item in args.params:
         key, _, value = item.partition("=")

@@ -81,9 +81,12 @@ def main(argv=None) -> int:
     except GalleryIndexError as exc:
         raise SystemExit(f"error: {exc}") from None
     if args.embeddings:
-        from build_index import load_embeddings
+        from reid_htg.retrieval.files import EmbeddingsFileError, load_embeddings
 
-        emb, qmeta, fp = load_embeddings(args.embeddings)
+        try:
+            emb, qmeta, fp = load_embeddings(args.embeddings)
+        except EmbeddingsFileError as exc:
+            raise SystemExit(f"error: {exc}") from None
     else:
         if not args.checkpoint:
             raise SystemExit("error: --images needs --checkpoint")
@@ -117,5 +120,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
     sys.exit(main())

@@ -93,7 +93,8 @@ def _check_ap(ap: str) -> None:
         raise ValueError(f"unknown AP formula {ap!r}; use one of {list(AP_FORMULAS)}")
 
 
-def _as_int_array(x, name: str, n: int) -> np.ndarray:
+def as_int_array(x, name: str, n: int) -> np.ndarray:
+    """Labels (array, list or tensor) as a flat int64 array of length ``n``; a ValueError naming ``name`` otherwise."""
     a = np.asarray(x.cpu() if isinstance(x, torch.Tensor) else x).reshape(-1)
     if len(a) != n:
         raise ValueError(f"{name} has {len(a)} entries, expected {n}")
@@ -149,7 +150,7 @@ def _finish(first_rank, ranks, num_match, valid, max_rank, ap, num_query, num_ga
     )
 
 
-class _RankAccumulator:
+class RankAccumulator:
     """Ranks of the true matches, computed chunk of queries by chunk of queries.
 
     Holds the gallery labels and, per query, its same-identity gallery items;
@@ -325,9 +326,9 @@ def evaluate_rank(
     if not dist.is_floating_point():
         dist = dist.float()
     nq, ng = dist.shape
-    q_pids, q_camids = _as_int_array(q_pids, "q_pids", nq), _as_int_array(q_camids, "q_camids", nq)
-    g_pids, g_camids = _as_int_array(g_pids, "g_pids", ng), _as_int_array(g_camids, "g_camids", ng)
-    acc = _RankAccumulator(q_pids, g_pids, q_camids, g_camids, num_bins)
+    q_pids, q_camids = as_int_array(q_pids, "q_pids", nq), as_int_array(q_camids, "q_camids", nq)
+    g_pids, g_camids = as_int_array(g_pids, "g_pids", ng), as_int_array(g_camids, "g_camids", ng)
+    acc = RankAccumulator(q_pids, g_pids, q_camids, g_camids, num_bins)
     dist = dist.cpu()
     acc.run(lambda s, e: dist[s:e], 0, nq, chunk_size)
     return acc.result(max_rank, ap, ng)
@@ -375,8 +376,8 @@ def evaluate_features(
     if qf.ndim != 2 or gf.ndim != 2 or qf.shape[1] != gf.shape[1]:
         raise ValueError(f"features must be (Q, D) and (G, D) with one D; got {tuple(qf.shape)} and {tuple(gf.shape)}")
     nq, ng = len(qf), len(gf)
-    q_pids, q_camids = _as_int_array(q_pids, "q_pids", nq), _as_int_array(q_camids, "q_camids", nq)
-    g_pids, g_camids = _as_int_array(g_pids, "g_pids", ng), _as_int_array(g_camids, "g_camids", ng)
+    q_pids, q_camids = as_int_array(q_pids, "q_pids", nq), as_int_array(q_camids, "q_camids", nq)
+    g_pids, g_camids = as_int_array(g_pids, "g_pids", ng), as_int_array(g_camids, "g_camids", ng)
     if not (torch.isfinite(qf).all() and torch.isfinite(gf).all()):
         raise ValueError("features contain NaN or inf; check the model or the features file")
     keep = g_pids != -1
@@ -385,7 +386,7 @@ def evaluate_features(
     if metric == "cosine":
         qf, gf = torch.nn.functional.normalize(qf, dim=1), torch.nn.functional.normalize(gf, dim=1)
     g_sq = (gf * gf).sum(1) if metric == "euclidean" else None
-    acc = _RankAccumulator(q_pids, g_pids, q_camids, g_camids, num_bins=num_bins)
+    acc = RankAccumulator(q_pids, g_pids, q_camids, g_camids, num_bins=num_bins)
     buf = torch.empty(min(block_size, max(nq, 1)), len(gf), dtype=dtype)
     for s in range(0, nq, block_size):
         q = qf[s : s + block_size]

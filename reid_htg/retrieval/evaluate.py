@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from reid_htg.metrics.rank import DEFAULT_AP, RankResult, _RankAccumulator, _as_int_array
+from reid_htg.metrics.rank import DEFAULT_AP, RankResult, RankAccumulator, as_int_array
 from reid_htg.retrieval.index import GalleryIndex
 
 
@@ -34,13 +34,13 @@ def evaluate_with_index(
     if metric == "cosine":
         q64, g64 = torch.nn.functional.normalize(q64, dim=1), torch.nn.functional.normalize(g64, dim=1)
     g_sq = (g64 * g64).sum(1)
-    g_pids = _as_int_array(g_pids, "g_pids", len(gf))
-    q_pids, q_camids = _as_int_array(q_pids, "q_pids", len(q)), _as_int_array(q_camids, "q_camids", len(q))
-    g_camids = _as_int_array(g_camids, "g_camids", len(gf))
+    g_pids = as_int_array(g_pids, "g_pids", len(gf))
+    q_pids, q_camids = as_int_array(q_pids, "q_pids", len(q)), as_int_array(q_camids, "q_camids", len(q))
+    g_camids = as_int_array(g_camids, "g_camids", len(gf))
     index = GalleryIndex.build(gf, None, metric=metric, index_type=index_type, **index_params)
     ng = len(gf)
     kk = ng if k is None else min(k, ng)
-    acc = _RankAccumulator(q_pids, g_pids, q_camids, g_camids, num_bins=2048)
+    acc = RankAccumulator(q_pids, g_pids, q_camids, g_camids, num_bins=2048)
     for s in range(0, len(q), chunk_size):
         _, rows = index.search_raw(q[s : s + chunk_size], kk)
         ok = torch.from_numpy(rows >= 0)
@@ -70,10 +70,10 @@ def evaluate_reranked(
     """
     from reid_htg.retrieval.rerank import reranked_distance_blocks
 
-    g_pids = _as_int_array(g_pids, "g_pids", len(gf))
-    q_pids, q_camids = _as_int_array(q_pids, "q_pids", len(qf)), _as_int_array(q_camids, "q_camids", len(qf))
-    g_camids = _as_int_array(g_camids, "g_camids", len(gf))
-    acc = _RankAccumulator(q_pids, g_pids, q_camids, g_camids, num_bins=2048)
+    g_pids = as_int_array(g_pids, "g_pids", len(gf))
+    q_pids, q_camids = as_int_array(q_pids, "q_pids", len(qf)), as_int_array(q_camids, "q_camids", len(qf))
+    g_camids = as_int_array(g_camids, "g_camids", len(gf))
+    acc = RankAccumulator(q_pids, g_pids, q_camids, g_camids, num_bins=2048)
     blocks = reranked_distance_blocks(qf, gf, k1, k2, lambda_value, metric, index_type, chunk_size, **index_params)
     for s, block in blocks:
         acc.add(torch.from_numpy(block), s)
