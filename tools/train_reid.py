@@ -200,6 +200,8 @@ def main(argv=None) -> int:
         start_epoch = state["epoch"]
         if main_proc:
             print(f"resumed from {path} after epoch {start_epoch}")
+    if htg is not None and world > 1:
+        htg.broadcast_()  # G and D start equal on every process; their steps average gradients
     ddp_model = torch.nn.parallel.DistributedDataParallel(model) if world > 1 else model
     run_model = torch.compile(ddp_model) if cfg.compile and cuda else ddp_model
 
@@ -310,12 +312,13 @@ def main(argv=None) -> int:
                 ckpt_path,
             )
     if world > 1:
-        flat = torch.cat([p.detach().float().flatten() for p in model.parameters()])
+        params = [*model.parameters(), *(htg.parameters() if htg is not None else [])]
+        flat = torch.cat([p.detach().float().flatten() for p in params])
         sums_all = [torch.zeros(2) for _ in range(world)]
         dist.all_gather(sums_all, torch.stack([flat.sum(), flat.abs().sum()]).cpu())
         agree = all(torch.allclose(s, sums_all[0]) for s in sums_all)
         if main_proc:
-            print(f"ranks agree on the weights: {agree}")
+            print(f"ranks agree on the weights{' (F, G and D)' if htg is not None else ''}: {agree}")
         dist.destroy_process_group()
         if not agree:
             return 1

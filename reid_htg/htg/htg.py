@@ -30,6 +30,7 @@ Jin, Qi, Lu, Hua, ECCV 2018); every choice the paper leaves open is named here.
 from __future__ import annotations
 
 import torch
+import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call
@@ -65,6 +66,26 @@ class Discriminator(nn.Module):
 
     def forward(self, f: torch.Tensor) -> torch.Tensor:
         return self.net(f)
+
+
+def _distributed() -> bool:
+    return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
+
+
+def _average_grads(params) -> None:
+    """Under torch.distributed, average the gradients of ``params`` over the processes (one all-reduce)."""
+    if not _distributed():
+        return
+    grads = [p.grad for p in params if p.grad is not None]
+    if not grads:
+        return
+    flat = torch.cat([g.reshape(-1) for g in grads])
+    dist.all_reduce(flat)
+    flat /= dist.get_world_size()
+    offset = 0
+    for g in grads:
+        g.copy_(flat[offset:offset + g.numel()].view_as(g))
+        offset += g.numel()
 
 
 def _batch_hard_indices(emb: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -141,6 +162,16 @@ class HTG(nn.Module):
         self.opt_d.load_state_dict(state.pop("opt_d"))
         return super().load_state_dict(state, strict)
 
+    def broadcast_(self, src: int = 0) -> None:
+        """Under torch.distributed, copy G's and D's weights and buffers from process ``src`` to all (call once, before training).
+
+        With that, and gradients averaged in every step, G and D stay identical across processes.
+        """
+        if not _distributed():
+            return
+        for t in [*self.parameters(), *self.buffers()]:
+            dist.broadcast(t.data, src)
+
     def d_step(self, emb: torch.Tensor, labels: torch.Tensor) -> dict[str, float]:
         """Update D: real -> identity, generated -> fake, generated classified among the K identities."""
         emb = emb.detach().float()
@@ -156,6 +187,7 @@ class HTG(nn.Module):
             )
             self.opt_d.zero_grad(set_to_none=True)
             loss.backward(inputs=list(self.D.parameters()))
+            _average_grads(self.D.parameters())
             self.opt_d.step()
         return {
             "d_loss": float(loss.detach()),
@@ -193,6 +225,7 @@ class HTG(nn.Module):
             loss, stats = self.g_loss(emb, labels, classifier, neck)
             self.opt_g.zero_grad(set_to_none=True)
             loss.backward(inputs=list(self.G.parameters()))
+            _average_grads(self.G.parameters())
             self.opt_g.step()
         return stats
 
