@@ -143,7 +143,10 @@ def main(argv=None) -> int:
         images = ImageSet(train["path"], train["pid"], train["camid"], (cfg.height, cfg.width))
     except (DatasetError, OSError) as exc:
         raise SystemExit(f"error: {exc}") from None
-    model, model_args = build_model(cfg)
+    try:
+        model, model_args = build_model(cfg)
+    except ValueError as exc:  # e.g. an image size the DCGAN cannot make
+        raise SystemExit(f"error: {exc}") from None
     model.to(device)
     rng = np.random.default_rng(cfg.seed)
     gen = torch.Generator(device=device).manual_seed(cfg.seed)
@@ -154,7 +157,7 @@ def main(argv=None) -> int:
     else:
         cameras = pick_cameras(cfg, images.camids.numpy())
         pools = [np.flatnonzero(images.camids.numpy() == c) for c in cameras]
-        fixed = tuple(from_uint8(images.batch(p[rng.choice(len(p), 8, replace=False)])[0]).to(device) for p in pools)
+        fixed = tuple(from_uint8(images.batch(p[rng.choice(len(p), min(8, len(p)), replace=False)])[0]).to(device) for p in pools)
     if min(len(p) for p in pools) < cfg.batch_size:
         raise SystemExit(f"error: batch_size={cfg.batch_size} is larger than the smallest image set ({min(len(p) for p in pools)} images)")
     iters = cfg.iters_per_epoch or max(len(p) for p in pools) // cfg.batch_size
