@@ -32,6 +32,7 @@ from reid_htg.config import ConfigError, GANConfig, load_config, save_config, to
 from reid_htg.data import DatasetError, build_dataset, split_of
 from reid_htg.data.dataset import ImageSet
 from reid_htg.engine.checkpoint import code_version, package_versions, save_checkpoint
+from reid_htg.utils.plots import plot_gan_losses
 
 
 def parse_args(argv=None):
@@ -94,28 +95,6 @@ def sample_grid(model, cfg, fixed, path: str) -> None:
     ab, ba = model.translate(a, "B"), model.translate(b, "A")
     rows = [a, ab, model.translate(ab, "A"), b, ba, model.translate(ba, "B")]
     save_image(torch.cat(rows), path, nrow=len(a), normalize=True, value_range=(-1, 1), padding=1)
-
-
-def plot_losses(csv_path: str, png_path: str) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    import pandas as pd
-
-    df = pd.read_csv(csv_path)
-    keys = [c for c in df.columns if c not in ("iteration", "epoch", "seconds")]
-    if df.empty or not keys:
-        return
-    fig, ax = plt.subplots(figsize=(8, 4))
-    for k in keys:
-        ax.plot(df["iteration"], df[k], label=k)
-    ax.set_xlabel("iteration")
-    ax.set_title(os.path.basename(os.path.dirname(os.path.abspath(csv_path))))
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(png_path, dpi=100)
-    plt.close(fig)
 
 
 def main(argv=None) -> int:
@@ -232,7 +211,7 @@ def main(argv=None) -> int:
               + f" ({seconds:.0f}s trained)", flush=True)
         sample_grid(model, cfg, fixed, os.path.join(out_dir, "samples", f"epoch_{epoch + 1:03d}.png"))
         checkpoint(epoch + 1, 0)
-    plot_losses(csv_path, os.path.join(out_dir, "losses.png"))
+    plot_gan_losses(csv_path, os.path.join(out_dir, "losses.png"))
     print(f"done: {ckpt_path}, samples in {os.path.join(out_dir, 'samples')}")
     return 0
 

@@ -22,6 +22,7 @@ from tqdm import tqdm
 
 from reid_htg.augmenters.cyclegan import CycleGAN
 from reid_htg.augmenters.dcgan import DCGAN, from_uint8, to_uint8
+from reid_htg.engine.checkpoint import load_checkpoint
 
 
 class GANCheckpointError(ValueError):
@@ -39,8 +40,11 @@ def gan_checkpoint_path(path: str) -> str:
 def load_gan(path: str, expect: str | None = None, map_location="cpu"):
     """(model, checkpoint dict) from a tools/train_gan.py checkpoint; ``expect`` is "dcgan" or "cyclegan"."""
     p = gan_checkpoint_path(path)
-    state = torch.load(p, map_location=map_location, weights_only=False)
-    if not isinstance(state, dict) or state.get("kind") != "gan":
+    try:
+        state = load_checkpoint(p, map_location=map_location)
+    except RuntimeError as exc:  # damaged, or not a checkpoint at all
+        raise GANCheckpointError(str(exc)) from None
+    if state.get("kind") != "gan":
         raise GANCheckpointError(f"{p} is not a GAN checkpoint of tools/train_gan.py (a re-ID checkpoint?)")
     if expect is not None and state["model"] != expect:
         raise GANCheckpointError(f"{p} holds a {state['model']}, but a {expect} is needed here")

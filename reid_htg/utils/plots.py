@@ -1,5 +1,7 @@
-"""Training curves from a run's metrics.csv, HTG diagnostics included."""
+"""Training curves: a re-ID run's metrics.csv (HTG diagnostics included) and a GAN run's losses.csv."""
 from __future__ import annotations
+
+import os
 
 import pandas as pd
 
@@ -43,3 +45,25 @@ def plot_training(csv_path: str, out_png: str) -> str:
     fig.savefig(out_png, dpi=110)
     plt.close(fig)
     return out_png
+
+
+def plot_gan_losses(csv_path: str, png_path: str) -> None:
+    """The loss columns of a tools/train_gan.py losses.csv against the iteration."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    df = pd.read_csv(csv_path)
+    keys = [c for c in df.columns if c not in ("iteration", "epoch", "seconds")]
+    if df.empty or not keys:
+        return
+    fig, ax = plt.subplots(figsize=(8, 4))
+    for k in keys:
+        ax.plot(df["iteration"], df[k], label=k)
+    ax.set_xlabel("iteration")
+    ax.set_title(os.path.basename(os.path.dirname(os.path.abspath(csv_path))))
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(png_path, dpi=100)
+    plt.close(fig)
