@@ -5,7 +5,14 @@ import pytest
 import torch
 
 from reid_htg.augmenters import DCGAN, CycleGAN
-from reid_htg.config import ConfigError, GANConfig, TrainConfig, from_dict, load_config, to_dict
+from reid_htg.config import (
+    ConfigError,
+    GANConfig,
+    TrainConfig,
+    from_dict,
+    load_config,
+    to_dict,
+)
 from reid_htg.losses import batch_hard_triplet_loss, identity_cross_entropy
 from reid_htg.models import ReIDNet
 
