@@ -83,10 +83,9 @@ def cpu_seconds(run_dir: str) -> float:
 
 def train_gan(model: str, cfg_file: str, data_root: str, out: str, device: str | None) -> float:
     """Train (or finish) a GAN run; its training seconds."""
-    import yaml
+    from reid_htg.config import GANConfig, load_config
 
-    with open(cfg_file) as fh:
-        epochs = yaml.safe_load(fh)["epochs"]
+    epochs = load_config(GANConfig, cfg_file).epochs
     ckpt = os.path.join(out, "last.pt")
     state = torch.load(ckpt, map_location="cpu", weights_only=False) if os.path.isfile(ckpt) else None
     if state is None or state["epoch"] < epochs:

@@ -20,11 +20,6 @@ from reid_htg.metrics import RankResult, evaluate_features
 from reid_htg.models import ReIDNet
 
 
-def _features(model: ReIDNet, x: torch.Tensor) -> torch.Tensor:
-    out = model(x)
-    return out["bn_feature"] if model.eval_feature == "bn" else out["embedding"]
-
-
 def attacked_query_features(model: ReIDNet, query: ImageSet, gallery_features: torch.Tensor, gallery_pids, gallery_camids,
                             eps: float, batch_size: int = 64, device=None, progress: bool = True) -> torch.Tensor:
     """(Q, D) features of the FGSM-attacked queries (eps = 0: the clean features)."""
@@ -41,9 +36,8 @@ def attacked_query_features(model: ReIDNet, query: ImageSet, gallery_features: t
         pids, cams = pids.to(device), cams.to(device)
         positives = (pids[:, None] == g_pids[None]) & (cams[:, None] != g_cams[None]) & (g_pids[None] >= 0)
         if eps > 0:
-            x = fgsm(x, lambda xx: metric_attack_loss(_features(model, xx), g, positives), step, bounds)
-        with torch.no_grad():
-            out.append(_features(model, x).float().cpu())
+            x = fgsm(x, lambda xx: metric_attack_loss(model.retrieval_feature(xx), g, positives), step, bounds)
+        out.append(model.extract(x).cpu())
     return torch.cat(out)
 
 

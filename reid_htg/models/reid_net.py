@@ -93,8 +93,12 @@ class ReIDNet(nn.Module):
             out["logits"] = self.classifier(bn)
         return out
 
+    def retrieval_feature(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, D) retrieval features (``eval_feature``), differentiable in ``x`` (attacks use it)."""
+        out = self(x)
+        return out["bn_feature"] if self.eval_feature == "bn" else out["embedding"]
+
     @torch.no_grad()
     def extract(self, x: torch.Tensor) -> torch.Tensor:
-        """(B, D) retrieval features, float32."""
-        out = self(x)
-        return (out["bn_feature"] if self.eval_feature == "bn" else out["embedding"]).float()
+        """(B, D) retrieval features, float32, without autograd."""
+        return self.retrieval_feature(x).float()
