@@ -39,6 +39,8 @@ class DataConfig:
     cache: bool = True  # decode every image once, into memory
     workers: int = 0  # decoding processes when not cached
     skip_unreadable: bool = False  # train without unreadable images instead of stopping
+    val_ids: int = 0  # hold out this many training identities as a validation query/gallery (model selection)
+    val_seed: int = 0  # which identities: fixed across runs, so paired seeds share one validation set
     flip: bool = True
     pad: int = 4
     erasing: float = 0.5
@@ -79,18 +81,29 @@ class OptimConfig:
 
 @dataclass(frozen=True)
 class HTGConfig:
+    """HTG (reid_htg.htg.HTG); every choice the paper leaves open is a key."""
+
     enabled: bool = False
-    warmup_epochs: int = 2  # epochs of the basic model before adversarial steps
+    warmup_epochs: int = 2  # epochs of the basic model before adversarial steps (at least)
+    start_active: typing.Optional[float] = None  # also wait until an epoch's batch-all active fraction of real triplets is below this
     bottleneck: int = 256  # G's narrowest layer
     d_hidden: int = 512
+    optimizer: str = "adam"  # adam or sgd, for G and D
     lr: float = 2e-4
     d_steps: int = 1  # D updates per iteration
     g_steps: int = 1  # G updates per iteration
-    g_triplet: float = 1.0  # weight of G's reversed triplet loss
+    distance: str = "euclidean"  # euclidean or sqeuclidean (on L2-normalised features when loss.normalize)
+    margin: typing.Optional[float] = 0.3  # HTG's own margin (G's reversed hinge and F's hard term)
+    mining: str = "batch_hard"  # batch_hard, batch_all or semi_hard: the triplets G and F's hard term use
+    g_target: str = "reversed"  # reversed (hinge, gap -> -margin) or hard (gap -> 0)
+    g_triplet: float = 1.0  # weight of G's triplet target
     g_label: float = 1.0  # weight of G's label preservation
-    g_close: float = 0.0  # optional weight keeping G(f) near f
+    g_close: float = 0.0  # optional weight keeping G(f) near f (relative to |f|)
+    d_fake: float = 1.0  # weight b of D's "generated" term
+    d_gen_identity: bool = True  # D also classifies generated features among the K identities
+    out_relu: bool = False  # ReLU after G's last layer (G can then only add)
+    scale_free: bool = True  # G acts on f / |f|, scaled back by |f|
     f_hard: float = 0.5  # weight of the embedding network's loss on G's hard triplets
-    margin: typing.Optional[float] = 0.3
 
 
 @dataclass(frozen=True)
@@ -111,7 +124,8 @@ class TrainConfig:
     name: str = "synthetic_resnet18"
     seed: int = 0
     epochs: int = 12
-    eval_every: int = 0  # 0: evaluate after the last epoch only
+    eval_every: int = 0  # 0: evaluate after the last epoch only (on the validation split when data.val_ids > 0)
+    eval_test: bool = True  # evaluate the test split once, after the last epoch (false: model selection runs that must not see it)
     amp: bool = True  # bf16 autocast on CUDA (ignored on CPU)
     channels_last: bool = True  # on CUDA
     compile: bool = False  # torch.compile the model (CUDA)

@@ -1,9 +1,11 @@
 import torch
 import torch.nn.functional as F
 
-from reid_htg.htg import HTG, Discriminator, Generator
-from reid_htg.htg.htg import _batch_hard_indices
+import pytest
+
+from reid_htg.htg import HTG, Discriminator, Generator, auc
 from reid_htg.losses import triplet_loss
+from reid_htg.losses.miners import mine_triplets
 from reid_htg.models import ReIDNet
 
 
@@ -17,7 +19,7 @@ def _features(seed=0, ids=8, per=4, dim=32, spread=0.35):
 def _gen_triplet_stats(htg, emb, labels):
     with torch.no_grad():
         gen = htg.G(emb)
-        a, p, n = _batch_hard_indices(emb, labels)
+        a, p, n = mine_triplets(emb, labels)
         loss, stats = triplet_loss(gen[a], gen[p], gen[n], htg.margin)
     return float(loss), stats["active"]
 
@@ -36,17 +38,16 @@ def test_g_steps_make_triplets_harder_but_keep_identity():
     emb, labels = _features()
     htg = HTG(32, 8, bottleneck=16, d_hidden=64, lr=2e-3, g_label=1.0)
     htg.train()
-    for _ in range(30):  # D first learns who is who, and what G's outputs look like
+    for _ in range(30):  # D first learns who is who
         htg.d_step(emb, labels)
     loss0, active0 = _gen_triplet_stats(htg, emb, labels)
-    for _ in range(40):
+    for _ in range(30):
         htg.g_step(emb, labels)
-        htg.d_step(emb, labels)
     loss1, active1 = _gen_triplet_stats(htg, emb, labels)
-    assert loss1 > loss0 + 0.05 and active1 > active0
+    assert loss1 > loss0 + 0.1 and active1 > active0 + 0.5
     with torch.no_grad():
-        logits = htg.D(htg.G(emb))[:, :8]
-    assert (logits.argmax(1) == labels).float().mean() > 0.6  # identities preserved
+        _, gen_logits = htg.joint_logits(emb, htg.G(emb))
+    assert (gen_logits[:, :8].argmax(1) == labels).float().mean() > 0.9  # identities preserved
 
 
 def test_d_separates_real_from_generated():
@@ -93,3 +94,95 @@ def test_state_round_trip():
     b.load_state_dict(a.state_dict())
     assert all(torch.equal(p, q) for p, q in zip(a.parameters(), b.parameters()))
     assert b.opt_g.state_dict()["state"]
+
+
+def _many_identities(ids=300, per=4, dim=128, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    centers = F.normalize(torch.randn(ids, dim, generator=g), dim=1)
+    labels = torch.arange(ids).repeat_interleave(per)
+    return 3 * (centers[labels] + 0.5 * torch.randn(ids * per, dim, generator=g) / dim**0.5), labels
+
+
+def _pk_batch(feats, labels, step, p=32, per=4):
+    ids = int(labels.max()) + 1
+    pick = torch.randperm(ids, generator=torch.Generator().manual_seed(step))[:p]
+    idx = (pick[:, None] * per + torch.arange(per)).flatten()
+    return feats[idx], labels[idx]
+
+
+def _d_report(htg, feats, labels):
+    with torch.no_grad():
+        gen = htg.G(feats)
+        real_logits, gen_logits = htg.joint_logits(feats, gen)
+        p_fake = torch.cat([real_logits, gen_logits]).softmax(1)[:, -1]
+    k = htg.num_classes
+    return {
+        "auc": auc(p_fake[len(feats):], p_fake[: len(feats)]),
+        "real_to_identity": float((real_logits.argmax(1) == labels).float().mean()),
+        "real_to_fake": float((real_logits.argmax(1) == k).float().mean()),
+    }
+
+
+def test_generator_starts_as_the_identity_and_is_scale_free():
+    torch.manual_seed(3)
+    g = Generator(64, bottleneck=16)
+    f = torch.randn(10, 64)
+    assert torch.equal(g(f), f)  # zero-initialised last layer: G(f) = f at step 0
+    opt, w = torch.optim.Adam(g.parameters(), lr=1e-2), torch.randn(10, 64)
+    for _ in range(5):  # move G away from the identity
+        opt.zero_grad()
+        (g(f) * w).sum().backward()
+        opt.step()
+    scale = torch.rand(10, 1) * 5 + 0.5
+    g.eval()
+    out = g(f)
+    assert not torch.allclose(out, f)
+    torch.testing.assert_close(g(scale * f), scale * out, rtol=1e-4, atol=1e-5)  # a growing norm cannot escape G
+    assert all(isinstance(m, torch.nn.ReLU) is False for m in list(g.net)[-1:])  # no ReLU on the output by default
+    assert isinstance(list(Generator(64, 16, out_relu=True).net)[-1], torch.nn.ReLU)
+
+
+def test_d_sees_what_g_does_with_300_identities():
+    feats, labels = _many_identities()
+    torch.manual_seed(0)
+    htg = HTG(128, 300, bottleneck=64, d_hidden=256, lr=1e-3, g_label=0.0)
+    for step in range(50):  # G, unchecked by D, moves the features
+        htg.g_step(*_pk_batch(feats, labels, step))
+    for step in range(300):
+        htg.d_step(*_pk_batch(feats, labels, 1000 + step))
+    report = _d_report(htg, feats, labels)
+    assert report["auc"] > 0.9, report
+    assert report["real_to_identity"] > 0.8 and report["real_to_fake"] < 0.05, report  # real features go to their identity
+
+
+def test_d_cannot_tell_the_identity_generator_apart():
+    feats, labels = _many_identities(seed=1)
+    torch.manual_seed(1)
+    htg = HTG(128, 300, bottleneck=64, d_hidden=256, lr=1e-3)  # G untouched: G(f) = f
+    for step in range(200):
+        htg.d_step(*_pk_batch(feats, labels, step))
+    report = _d_report(htg, feats, labels)
+    assert abs(report["auc"] - 0.5) < 0.05, report
+
+
+@pytest.mark.parametrize("mining", ["batch_hard", "batch_all", "semi_hard"])
+@pytest.mark.parametrize("target,distance,optimizer", [("reversed", "euclidean", "adam"), ("hard", "sqeuclidean", "sgd")])
+def test_every_variant_runs_its_three_steps(mining, target, distance, optimizer):
+    torch.manual_seed(4)
+    emb, labels = _features(seed=4)
+    htg = HTG(32, 8, bottleneck=16, d_hidden=32, lr=1e-2, optimizer=optimizer, distance=distance, g_target=target, mining=mining)
+    emb = emb.requires_grad_()
+    d = htg.d_step(emb, labels)
+    g = htg.g_step(emb, labels)
+    loss, stats = htg.hard_triplet_loss(emb, labels)
+    loss.backward()
+    assert emb.grad is not None and torch.isfinite(emb.grad).all()
+    assert set(HTG.LOG_KEYS) - {"htg_hard"} <= set(d) | set(g) | set(stats)
+    assert 0.0 <= d["d_auc"] <= 1.0 and stats["g_shift"] > 0  # G moved after one step
+
+
+def test_unknown_variant_names_are_refused():
+    with pytest.raises(ValueError, match="valid names"):
+        HTG(8, 2, mining="hardest")
+    with pytest.raises(ValueError, match="valid names"):
+        HTG(8, 2, g_target="harder")

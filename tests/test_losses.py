@@ -74,3 +74,37 @@ def test_loss_registry_lists_names():
     assert build_loss("triplet", margin=None).margin is None
     with pytest.raises(ValueError, match="valid names"):
         build_loss("arcface")
+
+
+def _brute_triplets(d, labels):
+    n = len(labels)
+    return [(a, p, q) for a in range(n) for p in range(n) for q in range(n)
+            if a != p and labels[a] == labels[p] and labels[q] != labels[a]]
+
+
+def test_miners_against_brute_force():
+    from reid_htg.losses.miners import active_fraction_all, mine_from_distances
+
+    g = torch.Generator().manual_seed(5)
+    x = torch.randn(12, 4, generator=g)
+    labels = torch.tensor([0, 0, 0, 1, 1, 2, 2, 2, 3, 3, 3, 4])  # identity 4 has no positive
+    d = torch.cdist(x, x)
+    every = _brute_triplets(d, labels.tolist())
+    a, p, n = mine_from_distances(d, labels, "batch_all")
+    assert sorted(zip(a.tolist(), p.tolist(), n.tolist())) == sorted(every)
+    a, p, n = mine_from_distances(d, labels, "batch_hard")
+    for ai, pi, ni in zip(a.tolist(), p.tolist(), n.tolist()):
+        cands = [t for t in every if t[0] == ai]
+        assert d[ai, pi] == max(d[t[0], t[1]] for t in cands) and d[ai, ni] == min(d[t[0], t[2]] for t in cands)
+    assert 11 not in a.tolist()
+    a, p, n = mine_from_distances(d, labels, "semi_hard")
+    expected = {}
+    for ai, pi, ni in every:
+        if d[ai, ni] > d[ai, pi] and ((ai, pi) not in expected or d[ai, ni] < d[ai, expected[(ai, pi)]]):
+            expected[(ai, pi)] = ni
+    assert {(ai, pi): ni for ai, pi, ni in zip(a.tolist(), p.tolist(), n.tolist())} == expected
+    for margin in (0.0, 0.5):
+        brute = sum(float(d[t[0], t[1]] - d[t[0], t[2]] + margin > 0) for t in every) / len(every)
+        assert abs(active_fraction_all(d, labels, margin) - brute) < 1e-9
+    with pytest.raises(ValueError, match="valid names"):
+        mine_from_distances(d, labels, "hardest")

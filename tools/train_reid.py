@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import csv
 import dataclasses
+import json
 import os
 import sys
 import time
@@ -29,7 +30,7 @@ from tqdm import tqdm
 from reid_htg.augmenters import LSROSource, camstyle_images, fgsm, normalized_bounds, pixel_step, smoothed_targets, uniform_targets
 from reid_htg.augmenters.mixing import GANCheckpointError
 from reid_htg.config import ConfigError, TrainConfig, load_config, save_config, to_dict
-from reid_htg.data import DatasetError, build_dataset, drop_unreadable, relabel, split_of
+from reid_htg.data import DatasetError, build_dataset, drop_unreadable, hold_out_identities, relabel, split_of
 from reid_htg.data.augment import augment
 from reid_htg.data.dataset import ImageSet, iterate_batches
 from reid_htg.data.sampler import PKSampler
@@ -148,10 +149,14 @@ def main(argv=None) -> int:
     try:
         df, train = load_train_set(cfg, rank)
         size = (cfg.data.height, cfg.data.width)
+        val_q = val_g = query = gallery = None
+        if cfg.data.val_ids:
+            train, val_q, val_g = hold_out_identities(train, cfg.data.val_ids, cfg.data.val_seed)
+            if main_proc:
+                val_q, val_g = image_set(val_q, size, cfg, rank), image_set(val_g, size, cfg, rank)
         labels, _ = relabel(train["pid"].to_numpy())
         images = image_set(train, size, cfg, rank, labels=labels)
-        query = gallery = None
-        if main_proc and (df["split"] == "gallery").any():
+        if main_proc and cfg.eval_test and (df["split"] == "gallery").any():
             query, gallery = image_set(split_of(df, "query"), size, cfg, rank), image_set(split_of(df, "gallery"), size, cfg, rank)
     except DatasetError as exc:
         raise SystemExit(f"error: {exc}") from None
@@ -169,9 +174,12 @@ def main(argv=None) -> int:
         model = model.to(memory_format=torch.channels_last)
     h = cfg.htg
     htg = HTG(
-        model.dim, num_classes, bottleneck=h.bottleneck, d_hidden=h.d_hidden, lr=h.lr, margin=h.margin, g_triplet=h.g_triplet,
-        g_label=h.g_label, g_close=h.g_close, d_steps=h.d_steps, g_steps=h.g_steps, normalize=cfg.loss.normalize,
+        model.dim, num_classes, bottleneck=h.bottleneck, d_hidden=h.d_hidden, lr=h.lr, optimizer=h.optimizer, margin=h.margin,
+        distance=h.distance, g_target=h.g_target, mining=h.mining, g_triplet=h.g_triplet, g_label=h.g_label, g_close=h.g_close,
+        d_fake=h.d_fake, d_gen_identity=h.d_gen_identity, d_steps=h.d_steps, g_steps=h.g_steps, out_relu=h.out_relu,
+        scale_free=h.scale_free, normalize=cfg.loss.normalize,
     ).to(device) if h.enabled else None
+    htg_start = None  # the epoch (0-based) HTG started at
     lsro, styled = build_augmenters(cfg, images, device, rank)
     aug = cfg.augmenters
     opt = build_optimizer(cfg.optim.optimizer.name, model.parameters(), **cfg.optim.optimizer.args)
@@ -182,7 +190,7 @@ def main(argv=None) -> int:
     )
     aug_gen = torch.Generator(device=device).manual_seed(cfg.seed * 1000 + rank)
 
-    start_epoch = 0
+    start_epoch, prev_active_all = 0, None
     ckpt_path = os.path.join(out_dir, "last.pt")
     if args.resume:
         path = ckpt_path if args.resume == "auto" else args.resume
@@ -198,6 +206,8 @@ def main(argv=None) -> int:
         if htg is not None and state.get("htg") is not None:
             htg.load_state_dict(state["htg"])
         start_epoch = state["epoch"]
+        htg_start = state.get("htg_start")
+        prev_active_all = state.get("active_all")
         if main_proc:
             print(f"resumed from {path} after epoch {start_epoch}")
     if htg is not None and world > 1:
@@ -210,17 +220,25 @@ def main(argv=None) -> int:
         save_config(cfg, os.path.join(out_dir, "config.yaml"))
         print(f"{cfg.name}: {len(train)} training images of {num_classes} identities ({cfg.data.dataset}), "
               f"{steps} iterations/epoch x {cfg.epochs} epochs, {world} process(es) on {device}; output {out_dir}")
-    columns = ["epoch", "lr", "loss", "softmax", "triplet", "tri_active", "tri_gap", "train_acc", "img_per_s", "time_s", "rank1", "mAP"]
+    columns = ["epoch", "lr", "loss", "softmax", "triplet", "tri_active", "tri_gap", "tri_active_all", "train_acc", "img_per_s", "time_s"]
+    columns += ["val_rank1", "val_mAP"] if val_q is not None else ["rank1", "mAP"]
     if htg is not None:
-        columns += HTG.LOG_KEYS
+        columns += ["htg_on", *HTG.LOG_KEYS]
     csv_path = os.path.join(out_dir, "metrics.csv")
     if main_proc and (start_epoch == 0 or not os.path.isfile(csv_path)):
         with open(csv_path, "w", newline="") as fh:
             csv.writer(fh).writerow(columns)
 
-    result = None
+    result = val_result = None
     for epoch in range(start_epoch, cfg.epochs):
         sampler.set_epoch(epoch)
+        if htg is not None and htg_start is None and epoch >= h.warmup_epochs and (
+            h.start_active is None or (prev_active_all is not None and prev_active_all < h.start_active)
+        ):
+            htg_start = epoch
+            if main_proc:
+                why = f", the last epoch's batch-all active fraction {prev_active_all:.3f} < {h.start_active}" if h.start_active is not None else ""
+                print(f"HTG starts at epoch {epoch + 1} (after {h.warmup_epochs} warm-up epoch(s){why})", flush=True)
         run_model.train()
         sums, n_batches, n_images, t0 = {}, 0, 0, time.perf_counter()
         bar = tqdm(iterate_batches(images, sampler, cfg.data.workers), total=steps, desc=f"epoch {epoch + 1}/{cfg.epochs}", disable=None if main_proc else True, leave=False)
@@ -244,7 +262,7 @@ def main(argv=None) -> int:
                 extra_t.append(smoothed_targets(y[pick], num_classes, cfg.loss.label_smoothing))
             if cuda and cfg.channels_last:
                 x = x.contiguous(memory_format=torch.channels_last)
-            adversarial = htg is not None and epoch >= cfg.htg.warmup_epochs
+            adversarial = htg_start is not None
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=cuda and cfg.amp):
                 out = run_model(x)
             emb_real = out["embedding"][:b].float()
@@ -258,7 +276,7 @@ def main(argv=None) -> int:
                 "softmax": (softmax, cfg.loss.softmax),
                 "triplet": (tri, cfg.loss.triplet),
             }
-            stats = {"tri_active": tri_stats["active"], "tri_gap": tri_stats["gap"]}
+            stats = {"tri_active": tri_stats["active"], "tri_gap": tri_stats["gap"], "tri_active_all": tri_stats["active_all"]}
             if adversarial:  # HTG: D step, G step, then G's hard triplets join F's objective
                 emb = emb_real
                 stats.update(htg.d_step(emb.detach(), y))
@@ -286,10 +304,17 @@ def main(argv=None) -> int:
         elapsed = time.perf_counter() - t0
         row = {k: v / n_batches for k, v in sums.items()}
         row.update(epoch=epoch + 1, lr=opt.param_groups[0]["lr"], img_per_s=n_images * world / elapsed, time_s=elapsed)
+        prev_active_all = row.get("tri_active_all")
+        if htg is not None:
+            row["htg_on"] = int(htg_start is not None)
         last = epoch + 1 == cfg.epochs
-        if main_proc and query is not None and (last or (cfg.eval_every and (epoch + 1) % cfg.eval_every == 0)):
-            result = evaluate(model, query, gallery, device)
-            row.update(rank1=result.rank(1), mAP=result.mAP)
+        if main_proc and (last or (cfg.eval_every and (epoch + 1) % cfg.eval_every == 0)):
+            if val_q is not None:  # model selection reads the validation split; the test split waits for the end
+                val_result = evaluate(model, val_q, val_g, device)
+                row.update(val_rank1=val_result.rank(1), val_mAP=val_result.mAP)
+            elif query is not None:
+                result = evaluate(model, query, gallery, device)
+                row.update(rank1=result.rank(1), mAP=result.mAP)
         if main_proc:
             with open(csv_path, "a", newline="") as fh:
                 csv.writer(fh).writerow([f"{row[c]:.6g}" if isinstance(row.get(c), float) else row.get(c, "") for c in columns])
@@ -304,7 +329,8 @@ def main(argv=None) -> int:
             save_checkpoint(
                 {
                     "model": model.state_dict(), "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
-                    "htg": htg.state_dict() if htg is not None else None, "aug_rng": rng_states, "epoch": epoch + 1,
+                    "htg": htg.state_dict() if htg is not None else None, "htg_start": htg_start, "active_all": prev_active_all,
+                    "aug_rng": rng_states, "epoch": epoch + 1,
                     "config": to_dict(cfg), "model_args": model_args,
                     "data_args": dict(dataset=cfg.data.dataset, root=os.path.abspath(cfg.data.root), args=cfg.data.args, height=cfg.data.height, width=cfg.data.width),
                     "code_version": code_version(), "versions": package_versions(),
@@ -324,9 +350,14 @@ def main(argv=None) -> int:
             return 1
     if main_proc:
         plot_training(csv_path, os.path.join(out_dir, "curves.png"))
+    if main_proc and val_result is not None:
+        with open(os.path.join(out_dir, "val.json"), "w") as fh:
+            json.dump(dict(val_result.as_dict(), val_ids=cfg.data.val_ids, val_seed=cfg.data.val_seed), fh, indent=2)
+        print(f"\n{cfg.name}: validation split ({cfg.data.val_ids} held-out training identities, Market-1501 protocol, cosine distance)")
+        print(val_result.format())
+        if query is not None:  # the test split, once
+            result = evaluate(model, query, gallery, device)
     if main_proc and result is not None:
-        import json
-
         with open(os.path.join(out_dir, "eval.json"), "w") as fh:
             json.dump(result.as_dict(), fh, indent=2)
         print(f"\n{cfg.name} on {cfg.data.dataset} (Market-1501 protocol, cosine distance)")

@@ -85,6 +85,44 @@ def relabel(pids: np.ndarray) -> tuple[np.ndarray, dict[int, int]]:
     return np.searchsorted(uniq, pids).astype(np.int64), mapping
 
 
+def hold_out_identities(train: pd.DataFrame, n: int, seed: int = 0) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+    """Carve a validation query/gallery out of the training identities.
+
+    ``n`` identities, drawn with ``seed`` (not the run's seed: paired runs share
+    one validation set), leave the training split. Of their images, the first
+    (by path) of every (identity, camera) is a query and the rest form the
+    gallery, as in Market-1501's query construction; with the Market-1501 rule
+    a query matches that identity's images from the *other* cameras.
+
+    Args:
+        train: training rows of a dataset table.
+        n: identities to hold out (0 < n < number of training identities).
+        seed: which identities.
+
+    Returns:
+        ``(train, query, gallery)``, each index reset; query/gallery rows
+        carry their split names.
+
+    Raises:
+        DatasetError: ``n`` out of range, or held-out identities seen by a
+            single camera (no cross-camera match could exist).
+    """
+    ids = np.unique(train["pid"].to_numpy())
+    if not 0 < n < len(ids):
+        raise DatasetError(f"data.val_ids={n} must be between 1 and {len(ids) - 1} (the training split has {len(ids)} identities)")
+    held = np.sort(np.random.default_rng(seed).choice(ids, size=n, replace=False))
+    is_val = train["pid"].isin(held)
+    val = train[is_val].sort_values("path", kind="stable")
+    cams = val.groupby("pid")["camid"].nunique()
+    if (cams < 2).all():
+        raise DatasetError("data.val_ids: the held-out identities are each seen by one camera, so no query has a cross-camera match; "
+                           "this dataset has no camera structure for a re-ID validation split")
+    first = ~val.duplicated(["pid", "camid"])
+    query = val[first].assign(split="query").reset_index(drop=True)
+    gallery = val[~first].assign(split="gallery").reset_index(drop=True)
+    return train[~is_val].reset_index(drop=True), query, gallery
+
+
 def split_of(df: pd.DataFrame, split: str) -> pd.DataFrame:
     """Rows of one split, index reset."""
     return df[df["split"] == split].reset_index(drop=True)

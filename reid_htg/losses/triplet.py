@@ -5,11 +5,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-
-def _distances(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    """Euclidean distances with a gradient that stays finite at zero."""
-    d2 = (x * x).sum(1, keepdim=True) + (y * y).sum(1)[None, :] - 2 * x @ y.T
-    return d2.clamp(min=1e-12).sqrt()
+from reid_htg.losses.miners import active_fraction_all, mine_from_distances, pairwise_distance, row_distance
 
 
 def triplet_margin(d_ap: torch.Tensor, d_an: torch.Tensor, margin: float | None) -> torch.Tensor:
@@ -40,7 +36,9 @@ def batch_hard_triplet_loss(
 
     Returns:
         The mean loss over anchors that have both a positive and a negative,
-        and ``{"active", "gap", "anchors"}`` statistics.
+        and statistics: ``active`` and ``gap`` of the batch-hard triplets,
+        ``anchors``, and ``active_all``, the active fraction over every valid
+        triplet of the batch (batch-all).
 
     Raises:
         ValueError: when no anchor has both (a batch without K >= 2 images of an
@@ -50,35 +48,34 @@ def batch_hard_triplet_loss(
         Hermans, Beyer, Leibe, "In Defense of the Triplet Loss for Person
         Re-Identification", arXiv 2017.
     """
-    if normalize:
-        embeddings = F.normalize(embeddings.float(), dim=1)
-    d = _distances(embeddings.float(), embeddings.float())
-    same = labels[:, None] == labels[None, :]
-    eye = torch.eye(len(labels), dtype=torch.bool, device=labels.device)
-    pos_mask, neg_mask = same & ~eye, ~same
-    valid = pos_mask.any(1) & neg_mask.any(1)
-    if not valid.any():
-        raise ValueError(
-            f"batch of {len(labels)} has no anchor with both a positive and a negative; "
-            "sample P >= 2 identities with K >= 2 images each (PKSampler)"
-        )
-    d_ap = d.masked_fill(~pos_mask, float("-inf")).amax(1)[valid]
-    d_an = d.masked_fill(~neg_mask, float("inf")).amin(1)[valid]
+    x = F.normalize(embeddings.float(), dim=1) if normalize else embeddings.float()
+    d = pairwise_distance(x, x)
+    a, p, n = mine_from_distances(d, labels, "batch_hard")
+    d_ap, d_an = d[a, p], d[a, n]
     stats = triplet_stats(d_ap, d_an, margin)
-    stats["anchors"] = int(valid.sum())
+    stats["anchors"] = len(a)
+    stats["active_all"] = active_fraction_all(d, labels, margin)
     return triplet_margin(d_ap, d_an, margin).mean(), stats
 
 
 def triplet_loss(
-    anchor: torch.Tensor, positive: torch.Tensor, negative: torch.Tensor, margin: float | None = 0.3, normalize: bool = True
+    anchor: torch.Tensor,
+    positive: torch.Tensor,
+    negative: torch.Tensor,
+    margin: float | None = 0.3,
+    normalize: bool = True,
+    distance: str = "euclidean",
 ) -> tuple[torch.Tensor, dict[str, float]]:
-    """Triplet loss on explicit triplets (rows of three (T, D) tensors), with the same statistics."""
+    """Triplet loss on explicit triplets (rows of three (T, D) tensors), with the same statistics.
+
+    ``distance``: ``euclidean`` or ``sqeuclidean`` (HTG's reading of the paper:
+    squared Euclidean on L2-normalised features, with a margin of its own).
+    """
     if len(anchor) == 0:
         raise ValueError("triplet_loss got no triplets")
     if normalize:
         anchor, positive, negative = (F.normalize(t.float(), dim=1) for t in (anchor, positive, negative))
-    d_ap = (anchor - positive).pow(2).sum(1).clamp(min=1e-12).sqrt()
-    d_an = (anchor - negative).pow(2).sum(1).clamp(min=1e-12).sqrt()
+    d_ap, d_an = row_distance(anchor, positive, distance), row_distance(anchor, negative, distance)
     return triplet_margin(d_ap, d_an, margin).mean(), triplet_stats(d_ap, d_an, margin)
 
 

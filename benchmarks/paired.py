@@ -1,0 +1,191 @@
+#!/usr/bin/env python
+"""Arms x seeds x datasets with paired seeds: run what is missing, then print each arm against a reference arm.
+
+    python benchmarks/paired.py --dataset small --arms basic htg htg_semi --seeds 0 1 2 3 4 5 6 7 --val
+    python benchmarks/paired.py --dataset cuhk03 --arms keypoint both --reference keypoint --seeds 0 1 2
+    python benchmarks/paired.py --dataset market --arms keypoint both --reference keypoint --seeds 0 1 2
+    python benchmarks/paired.py --dataset small --arms basic htg --seeds 0 1 --summary-only
+    python benchmarks/paired.py --dataset small --arm mine="htg.enabled=true htg.lr=1e-3" --arms basic mine
+
+Every run is ``tools/train_reid.py`` with the dataset's config, ``seed=S``
+and the arm's overrides, written to RUNS_DIR/<dataset>/<arm>_s<seed>/
+(default RUNS_DIR: runs/paired); a finished run (its result file exists) is
+skipped and an interrupted one resumed, so the script continues where it
+stopped. Runs go seed by seed (all arms of seed 0, then seed 1 ...), so an
+interrupted benchmark still has complete pairs; run two copies with disjoint
+``--seeds`` to use two cores, then once more with every seed to summarise.
+
+``--val`` is for choosing settings: each run holds out ``--val-ids``
+training identities (``data.val_ids``, the same ones for every run), never
+evaluates the test split, and the table reads the validation split. Without
+it the table reads the test split (``eval.json``): evaluate each test split
+once per decision, with the settings chosen on validation.
+
+The table gives, per arm, the mean +- sd over seeds of rank-1 and mAP
+(Recall@1 and MAP@R on class-level data) and, for every arm but the reference,
+the paired difference to the reference (same seeds): its mean and 95%
+confidence interval (Student's t over the per-seed differences). Written as
+RUNS_DIR/<dataset>/paired[_val].md and .csv.
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+import shlex
+import subprocess
+import sys
+
+import numpy as np
+from scipy import stats
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(HERE)
+SHARED = os.path.join(os.path.dirname(ROOT), "shared", "data")
+
+DATASETS = {  # name -> (config, default data root, protocol)
+    "small": ("augmenters_small.yaml", os.path.join(SHARED, "cuhk03"), "CUHK03-pair1, small setting (ResNet-10-T, 32x16, 3 epochs)"),
+    "cuhk03": ("cuhk03_cpu.yaml", os.path.join(SHARED, "cuhk03"), "CUHK03-pair1, CPU recipe (ResNet-18, 64x32, 8 epochs)"),
+    "market": ("market_cpu.yaml", os.path.join(SHARED, "market1501"), "Market-501/250, CPU recipe (ResNet-18, 64x32)"),
+}
+HTG = ["htg.enabled=true"]
+ARMS = {  # name -> overrides
+    "basic": [],
+    "keypoint": ["model.keypoint_blocks=[3,4]"],
+    "htg": HTG,  # the defaults: batch-hard triplets, reversed hinge
+    "htg_hard": HTG + ["htg.g_target=hard"],
+    "htg_semi": HTG + ["htg.mining=semi_hard"],
+    "htg_semi_hard": HTG + ["htg.mining=semi_hard", "htg.g_target=hard"],
+    "htg_sq": HTG + ["htg.distance=sqeuclidean", "htg.margin=0.2"],
+    "htg_sgd": HTG + ["htg.optimizer=sgd", "htg.lr=0.01"],
+    "both": ["model.keypoint_blocks=[3,4]", *HTG],
+}
+
+
+def paired_ci(diffs, level: float = 0.95) -> tuple[float, float, float]:
+    """Mean of paired differences and its Student-t confidence interval ``(mean, low, high)`` (nan bounds for one pair).
+
+    >>> [round(v, 3) for v in paired_ci([1.0, 2.0, 3.0])]
+    [2.0, -0.484, 4.484]
+    """
+    d = np.asarray(diffs, float)
+    m = float(d.mean())
+    if len(d) < 2:
+        return m, float("nan"), float("nan")
+    half = float(stats.t.ppf(0.5 + level / 2, len(d) - 1) * d.std(ddof=1) / np.sqrt(len(d)))
+    return m, m - half, m + half
+
+
+def result_file(run_dir: str, val: bool) -> str:
+    return os.path.join(run_dir, "val.json" if val else "eval.json")
+
+
+def read_metrics(path: str) -> dict[str, float]:
+    """The two headline metrics of a result file, in %: rank-1 / mAP (re-ID) or Recall@1 / MAP@R (class-level)."""
+    with open(path) as fh:
+        r = json.load(fh)
+    if "rank1" in r:
+        return {"rank1": 100 * r["rank1"], "mAP": 100 * r["mAP"]}
+    return {"recall@1": 100 * r["recall@1"], "map@r": 100 * r["map@r"]}
+
+
+def run(dataset: str, arm: str, overrides: list[str], seed: int, args) -> None:
+    cfg, default_root, _ = DATASETS[dataset]
+    out = os.path.join(args.runs_dir, dataset, f"{arm}_s{seed}")
+    if os.path.isfile(result_file(out, args.val)):
+        return
+    cmd = [sys.executable, os.path.join(ROOT, "tools", "train_reid.py"), "--config", os.path.join(ROOT, "configs", cfg),
+           "--data-root", args.data_root or default_root, "--output-dir", out, f"seed={seed}", f"name={arm}_s{seed}", *overrides]
+    if args.val:
+        cmd += [f"data.val_ids={args.val_ids}", "eval_test=false"]
+    cmd += args.overrides
+    if os.path.isfile(os.path.join(out, "last.pt")):
+        cmd.append("--resume")
+    print("running:", shlex.join(cmd), flush=True)
+    subprocess.run(cmd, check=True)
+
+
+def summarise(dataset: str, arms: list[str], args) -> str:
+    base = os.path.join(args.runs_dir, dataset)
+    results = {}
+    for arm in arms:
+        for seed in args.seeds:
+            path = result_file(os.path.join(base, f"{arm}_s{seed}"), args.val)
+            if os.path.isfile(path):
+                results[arm, seed] = read_metrics(path)
+    if not results:
+        raise SystemExit(f"no finished run under {base} to summarise")
+    keys = list(next(iter(results.values())))
+    rows = []
+    for arm in arms:
+        seeds = [s for s in args.seeds if (arm, s) in results]
+        if not seeds:
+            continue
+        row = {"arm": arm, "seeds": len(seeds)}
+        for k in keys:
+            v = np.array([results[arm, s][k] for s in seeds])
+            row[k] = f"{v.mean():.1f} +- {v.std(ddof=1):.1f}" if len(v) > 1 else f"{v[0]:.1f}"
+        if arm != args.reference:
+            pairs = [s for s in seeds if (args.reference, s) in results]
+            row["pairs"] = len(pairs)
+            for k in keys:
+                if pairs:
+                    m, lo, hi = paired_ci([results[arm, s][k] - results[args.reference, s][k] for s in pairs])
+                    row[f"d_{k} [95% CI]"] = f"{m:+.2f} [{lo:+.2f}, {hi:+.2f}]"
+        rows.append(row)
+    cols = ["arm", "seeds", *keys, "pairs", *[f"d_{k} [95% CI]" for k in keys]]
+    split = f"validation split ({args.val_ids} held-out training identities)" if args.val else "test split"
+    title = f"{DATASETS[dataset][2]}; {split}; mean +- sd over seeds; d_: paired difference to {args.reference}"
+    lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+    lines += ["| " + " | ".join(str(r.get(c, "")) for c in cols) + " |" for r in rows]
+    table = f"{title}\n\n" + "\n".join(lines)
+    name = "paired_val" if args.val else "paired"
+    with open(os.path.join(base, f"{name}.md"), "w") as fh:
+        fh.write(table + "\n")
+    with open(os.path.join(base, f"{name}.csv"), "w", newline="") as fh:
+        w = csv.DictWriter(fh, fieldnames=cols)
+        w.writeheader()
+        w.writerows(rows)
+    return table
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--dataset", nargs="+", default=["small"], choices=sorted(DATASETS))
+    ap.add_argument("--data-root", help="dataset folder (default: ../shared/data/<dataset>); only with one --dataset")
+    ap.add_argument("--arms", nargs="+", default=["basic", "htg"])
+    ap.add_argument("--arm", action="append", default=[], metavar='NAME="K=V K=V"', help="define an arm by its overrides")
+    ap.add_argument("--reference", default=None, help="the arm the others are paired against (default: the first arm)")
+    ap.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    ap.add_argument("--val", action="store_true", help="model selection: hold out training identities, never touch the test split")
+    ap.add_argument("--val-ids", type=int, default=100, help="training identities held out with --val")
+    ap.add_argument("--runs-dir", default=os.path.join("runs", "paired"))
+    ap.add_argument("--summary-only", action="store_true", help="only summarise the runs already finished")
+    ap.add_argument("overrides", nargs="*", help="key=value overrides for every run")
+    args = ap.parse_intermixed_args()
+    arms = dict(ARMS)
+    for spec in args.arm:
+        name, _, ov = spec.partition("=")
+        if not name or not ov:
+            raise SystemExit(f'error: --arm {spec!r} is not NAME="key=value key=value"')
+        arms[name] = shlex.split(ov)
+    unknown = [a for a in args.arms if a not in arms]
+    if unknown:
+        raise SystemExit(f"error: unknown arm(s) {unknown}; known: {sorted(arms)} (or define one with --arm)")
+    args.reference = args.reference or args.arms[0]
+    if args.data_root and len(args.dataset) > 1:
+        raise SystemExit("error: --data-root applies to one --dataset at a time")
+    for dataset in args.dataset:
+        root = args.data_root or DATASETS[dataset][1]
+        if not args.summary_only and not os.path.isdir(root):
+            raise SystemExit(f"error: data root {root!r} for {dataset} not found; pass --data-root")
+        if not args.summary_only:
+            for seed in args.seeds:
+                for arm in args.arms:
+                    run(dataset, arm, arms[arm], seed, args)
+        print("\n" + summarise(dataset, args.arms, args), flush=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,331 @@
+"""HTG: adversarial hard triplet generation in embedding space (generator G, (K+1)-way discriminator D, their steps).
+
+Our reading of "An Adversarial Approach to Hard Triplet Generation" (Zhao,
+Jin, Qi, Lu, Hua, ECCV 2018); every choice the paper leaves open is named here
+and is an argument of :class:`HTG`.
+
+- **G** maps an embedding f to G(f) = f + ||f|| g(f / ||f||) (``scale_free``;
+  otherwise f + g(f)), g being 4 fully-connected layers (two narrowing to
+  ``bottleneck``, two widening back), each followed by BatchNorm, and ReLU on
+  all but the last (``out_relu=True`` keeps the last one, as the design reads
+  literally; without it G can move features in every direction). The last
+  layer's BatchNorm starts with zero scale and shift, so G(f) = f at step 0:
+  G does nothing until it learns to. Acting on the scale-free feature means
+  G(a f) = a G(f): the embedding network cannot escape G by growing its norm.
+- **D** has 4 fully-connected layers, the first three with BatchNorm and ReLU,
+  and K+1 logits: the K training identities and "generated". D always sees the
+  real and the generated features of a batch in *one* forward pass: with two
+  passes its BatchNorm normalises each population by its own statistics and
+  erases every batch-wide shift G makes (our first implementation did that,
+  and D ended calling everything "generated"). It sees them divided by ||f||
+  when ``scale_free``.
+- Triplets come from one miner (``reid_htg.losses.miners``: ``batch_hard``,
+  ``batch_all`` or ``semi_hard``) on the real embeddings; G is applied to all
+  three members. Distances: ``euclidean`` or ``sqeuclidean`` (the paper's
+  squared Euclidean), on L2-normalised features when ``normalize``, with
+  HTG's own ``margin``.
+- **D step**: (K+1)-way cross-entropy, real features to their identity plus
+  ``d_fake`` (the paper's b) times generated features to "generated";
+  ``d_gen_identity`` adds the classification of generated features among the K
+  identities (D must know whose feature G moved).
+- **G step**: the triplet objective turned against the triplet, ``g_target``:
+  ``reversed``, the hinge relu(d_an - d_ap + margin) (anchor-positive apart,
+  anchor-negative together, until the triplet is wrong by the margin), or
+  ``hard``, relu(d_an - d_ap) (until it is just violated, gap 0); plus label
+  preservation (weight ``g_label``), cross-entropy of D's (K+1)-way logits on
+  the generated rows of the joint real + generated batch, and of the embedding
+  network's identity classifier, against the true identity; plus an optional
+  ``g_close |G(f) - f|^2 / |f|^2``. Only G's weights move.
+- **F's hard-triplet term**: the ordinary triplet loss on G's triplets,
+  back-propagated through a frozen copy of G's weights into the embedding
+  network, added to the biasless softmax + triplet loss on real features.
+- Optimisers of G and D: Adam (betas 0.5, 0.999) or SGD (momentum 0.9), as the
+  paper.
+- When it starts is the training tool's choice (``tools/train_reid.py``: after
+  ``htg.warmup_epochs``, optionally only once the batch-all active fraction of
+  real triplets is below ``htg.start_active``).
+"""
+from __future__ import annotations
+
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+from torch import nn
+from torch.func import functional_call
+
+from reid_htg.losses.miners import DISTANCES, MINERS, mine_triplets, row_distance
+from reid_htg.losses.triplet import triplet_loss, triplet_margin
+
+G_TARGETS = ("reversed", "hard")
+OPTIMIZERS = ("adam", "sgd")
+
+
+def _fc_bn_relu(i: int, o: int, relu: bool = True) -> list[nn.Module]:
+    return [nn.Linear(i, o), nn.BatchNorm1d(o)] + ([nn.ReLU(inplace=True)] if relu else [])
+
+
+def _check(name: str, value: str, valid) -> None:
+    if value not in valid:
+        raise ValueError(f"unknown HTG {name} {value!r}; valid names: {list(valid)}")
+
+
+class Generator(nn.Module):
+    """G(f) = f + ||f|| g(f / ||f||) (or f + g(f)); g: L -> L/2 -> bottleneck -> L/2 -> L, identity at initialisation.
+
+    Args:
+        dim: embedding size L.
+        bottleneck: g's narrowest layer.
+        out_relu: a ReLU after g's last layer (then g(f) >= 0: G can only add).
+        scale_free: g acts on f / ||f|| and its output is scaled by ||f||.
+    """
+
+    def __init__(self, dim: int, bottleneck: int = 256, out_relu: bool = False, scale_free: bool = True):
+        super().__init__()
+        mid = max(dim // 2, bottleneck)
+        self.net = nn.Sequential(
+            *_fc_bn_relu(dim, mid), *_fc_bn_relu(mid, bottleneck), *_fc_bn_relu(bottleneck, mid), *_fc_bn_relu(mid, dim, relu=out_relu)
+        )
+        last_bn = [m for m in self.net if isinstance(m, nn.BatchNorm1d)][-1]
+        nn.init.zeros_(last_bn.weight)  # g = 0: G starts as the identity
+        nn.init.zeros_(last_bn.bias)
+        self.scale_free = scale_free
+
+    def forward(self, f: torch.Tensor) -> torch.Tensor:
+        if not self.scale_free:
+            return f + self.net(f)
+        norm = f.norm(dim=1, keepdim=True).clamp(min=1e-12)
+        return f + norm * self.net(f / norm)
+
+
+class Discriminator(nn.Module):
+    """(K+1)-way classifier over embeddings: 4 FC layers, BatchNorm + ReLU after the first three."""
+
+    def __init__(self, dim: int, num_classes: int, hidden: int = 512):
+        super().__init__()
+        self.num_classes = num_classes
+        self.net = nn.Sequential(*_fc_bn_relu(dim, hidden), *_fc_bn_relu(hidden, hidden), *_fc_bn_relu(hidden, hidden), nn.Linear(hidden, num_classes + 1))
+
+    def forward(self, f: torch.Tensor) -> torch.Tensor:
+        return self.net(f)
+
+
+def auc(pos: torch.Tensor, neg: torch.Tensor) -> float:
+    """Area under the ROC curve of scores ``pos`` (positives) against ``neg``: P(pos > neg), ties counted half.
+
+    >>> auc(torch.tensor([0.9, 0.8]), torch.tensor([0.1, 0.8]))
+    0.875
+    """
+    diff = pos.detach().float()[:, None] - neg.detach().float()[None, :]
+    return float((diff > 0).float().mean() + 0.5 * (diff == 0).float().mean())
+
+
+def _distributed() -> bool:
+    return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
+
+
+def _average_grads(params) -> None:
+    """Under torch.distributed, average the gradients of ``params`` over the processes (one all-reduce)."""
+    if not _distributed():
+        return
+    grads = [p.grad for p in params if p.grad is not None]
+    if not grads:
+        return
+    flat = torch.cat([g.reshape(-1) for g in grads])
+    dist.all_reduce(flat)
+    flat /= dist.get_world_size()
+    offset = 0
+    for g in grads:
+        g.copy_(flat[offset:offset + g.numel()].view_as(g))
+        offset += g.numel()
+
+
+class HTG(nn.Module):
+    """G, D, their optimisers and the three HTG steps (see the module docstring for every choice).
+
+    Args:
+        dim: embedding size L.
+        num_classes: training identities K.
+        bottleneck: G's narrowest layer.
+        d_hidden: D's hidden width.
+        lr: learning rate of G and D.
+        optimizer: ``adam`` (betas 0.5, 0.999) or ``sgd`` (momentum 0.9).
+        margin: HTG's triplet margin (None: soft margin).
+        distance: ``euclidean`` or ``sqeuclidean``.
+        g_target: ``reversed`` (hinge with the margin) or ``hard`` (gap 0).
+        mining: triplet miner for G's and F's hard triplets (``batch_hard``, ``batch_all``, ``semi_hard``).
+        g_triplet: weight of G's triplet target.
+        g_label: weight of G's label preservation.
+        g_close: weight of ``|G(f) - f|^2 / |f|^2``.
+        d_fake: weight b of D's "generated" term.
+        d_gen_identity: D also classifies generated features among the K identities.
+        d_steps, g_steps: updates of D and G per iteration.
+        out_relu: keep a ReLU after G's last layer.
+        scale_free: G acts on f / ||f|| (and D sees features divided by ||f||).
+        normalize: triplet distances (and mining) on L2-normalised features.
+    """
+
+    LOG_KEYS = [
+        "d_loss", "d_acc_real", "d_acc_fake", "d_id_acc", "d_auc", "g_loss", "g_label_acc",
+        "real_active", "real_gap", "gen_active", "gen_gap", "gap_change", "g_shift", "emb_norm", "htg_hard",
+    ]
+
+    def __init__(
+        self,
+        dim: int,
+        num_classes: int,
+        bottleneck: int = 256,
+        d_hidden: int = 512,
+        lr: float = 2e-4,
+        optimizer: str = "adam",
+        margin: float | None = 0.3,
+        distance: str = "euclidean",
+        g_target: str = "reversed",
+        mining: str = "batch_hard",
+        g_triplet: float = 1.0,
+        g_label: float = 1.0,
+        g_close: float = 0.0,
+        d_fake: float = 1.0,
+        d_gen_identity: bool = True,
+        d_steps: int = 1,
+        g_steps: int = 1,
+        out_relu: bool = False,
+        scale_free: bool = True,
+        normalize: bool = True,
+    ):
+        super().__init__()
+        _check("optimizer", optimizer, OPTIMIZERS)
+        _check("distance", distance, DISTANCES)
+        _check("g_target", g_target, G_TARGETS)
+        _check("mining", mining, MINERS)
+        self.G = Generator(dim, bottleneck, out_relu, scale_free)
+        self.D = Discriminator(dim, num_classes, d_hidden)
+        self.num_classes = num_classes
+        self.margin, self.distance, self.normalize = margin, distance, normalize
+        self.g_target, self.mining, self.scale_free = g_target, mining, scale_free
+        self.g_triplet, self.g_label, self.g_close = g_triplet, g_label, g_close
+        self.d_fake, self.d_gen_identity = d_fake, d_gen_identity
+        self.d_steps, self.g_steps = d_steps, g_steps
+        if optimizer == "adam":
+            self.opt_g = torch.optim.Adam(self.G.parameters(), lr=lr, betas=(0.5, 0.999))
+            self.opt_d = torch.optim.Adam(self.D.parameters(), lr=lr, betas=(0.5, 0.999))
+        else:
+            self.opt_g = torch.optim.SGD(self.G.parameters(), lr=lr, momentum=0.9)
+            self.opt_d = torch.optim.SGD(self.D.parameters(), lr=lr, momentum=0.9)
+
+    def state_dict(self, *args, **kwargs):
+        state = super().state_dict(*args, **kwargs)
+        state["opt_g"], state["opt_d"] = self.opt_g.state_dict(), self.opt_d.state_dict()
+        return state
+
+    def load_state_dict(self, state, strict: bool = True):
+        state = dict(state)
+        self.opt_g.load_state_dict(state.pop("opt_g"))
+        self.opt_d.load_state_dict(state.pop("opt_d"))
+        return super().load_state_dict(state, strict)
+
+    def broadcast_(self, src: int = 0) -> None:
+        """Under torch.distributed, copy G's and D's weights and buffers from process ``src`` to all (call once, before training).
+
+        With that, and gradients averaged in every step, G and D stay identical across processes.
+        """
+        if not _distributed():
+            return
+        for t in [*self.parameters(), *self.buffers()]:
+            dist.broadcast(t.data, src)
+
+    def joint_logits(self, real: torch.Tensor, gen: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """D's logits on real (B, L) and generated (B, L) features from *one* forward pass (shared BatchNorm statistics)."""
+        if self.scale_free:
+            norm = real.norm(dim=1, keepdim=True).clamp(min=1e-12).detach()
+            real, gen = real / norm, gen / norm
+        logits = self.D(torch.cat([real, gen]))
+        return logits[: len(real)], logits[len(real):]
+
+    def d_step(self, emb: torch.Tensor, labels: torch.Tensor) -> dict[str, float]:
+        """Update D: real -> identity, generated -> "generated" (weight ``d_fake``), optionally generated -> identity among the K."""
+        emb = emb.detach().float()
+        fake_class = torch.full_like(labels, self.num_classes)
+        for _ in range(self.d_steps):
+            with torch.no_grad():
+                gen = self.G(emb)
+            real_logits, gen_logits = self.joint_logits(emb, gen)
+            loss = F.cross_entropy(real_logits, labels) + self.d_fake * F.cross_entropy(gen_logits, fake_class)
+            if self.d_gen_identity:
+                loss = loss + F.cross_entropy(gen_logits[:, : self.num_classes], labels)
+            self.opt_d.zero_grad(set_to_none=True)
+            loss.backward(inputs=list(self.D.parameters()))
+            _average_grads(self.D.parameters())
+            self.opt_d.step()
+        with torch.no_grad():
+            p_fake = torch.cat([real_logits, gen_logits]).softmax(1)[:, -1]
+        return {
+            "d_loss": float(loss.detach()),
+            "d_acc_real": float((real_logits.argmax(1) == labels).float().mean()),
+            "d_acc_fake": float((gen_logits.argmax(1) == self.num_classes).float().mean()),
+            "d_id_acc": float((real_logits[:, : self.num_classes].argmax(1) == labels).float().mean()),
+            "d_auc": auc(p_fake[len(emb):], p_fake[: len(emb)]),
+        }
+
+    def _distances(self, a, p, n) -> tuple[torch.Tensor, torch.Tensor]:
+        if self.normalize:
+            a, p, n = (F.normalize(t, dim=1) for t in (a, p, n))
+        return row_distance(a, p, self.distance), row_distance(a, n, self.distance)
+
+    def g_loss(self, emb, labels, classifier=None, neck=None):
+        """G's objective on a batch (differentiable in G's weights) and its statistics."""
+        a, p, n = mine_triplets(emb, labels, self.mining, self.normalize)
+        gen = self.G(emb)
+        d_ap, d_an = self._distances(gen[a], gen[p], gen[n])
+        if self.g_target == "reversed":
+            target = triplet_margin(d_an, d_ap, self.margin).mean()  # p and n swap roles
+        else:
+            target = F.relu(d_an - d_ap).mean()  # just hard: gap 0
+        _, gen_logits = self.joint_logits(emb, gen)
+        label = F.cross_entropy(gen_logits, labels)
+        if classifier is not None:
+            feat = gen
+            if isinstance(neck, nn.BatchNorm1d):  # the neck's running statistics, never updated by G
+                feat = F.batch_norm(gen, neck.running_mean, neck.running_var, neck.weight, neck.bias, training=False)
+            label = label + F.cross_entropy(classifier(feat).float(), labels)
+        loss = self.g_triplet * target + self.g_label * label
+        if self.g_close:
+            shift = (gen - emb).pow(2).sum(1)
+            if self.scale_free:
+                shift = shift / emb.pow(2).sum(1).clamp(min=1e-12)
+            loss = loss + self.g_close * shift.mean()
+        stats = {"g_loss": float(loss.detach()), "g_label_acc": float((gen_logits[:, : self.num_classes].argmax(1) == labels).float().mean())}
+        return loss, stats
+
+    def g_step(self, emb: torch.Tensor, labels: torch.Tensor, classifier=None, neck=None) -> dict[str, float]:
+        """Update G only: make the generated triplets hard while keeping their identities."""
+        emb = emb.detach().float()
+        for _ in range(self.g_steps):
+            loss, stats = self.g_loss(emb, labels, classifier, neck)
+            self.opt_g.zero_grad(set_to_none=True)
+            loss.backward(inputs=list(self.G.parameters()))
+            _average_grads(self.G.parameters())
+            self.opt_g.step()
+        return stats
+
+    def hard_triplet_loss(self, emb: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
+        """The embedding network's loss on G's hard triplets (gradients reach F, never G's weights).
+
+        Also returns the diagnostics: active fraction and mean gap of the real
+        and of the generated triplets (the same triplets), the mean change of
+        the gap that G makes (generated minus real), ||G(f) - f|| / ||f|| and
+        the mean embedding norm.
+        """
+        emb = emb.float()
+        frozen = {k: v.detach() for k, v in self.G.named_parameters()}
+        gen = functional_call(self.G, frozen, (emb,))
+        a, p, n = mine_triplets(emb, labels, self.mining, self.normalize)
+        loss, gen_stats = triplet_loss(gen[a], gen[p], gen[n], self.margin, self.normalize, self.distance)
+        with torch.no_grad():
+            _, real_stats = triplet_loss(emb[a], emb[p], emb[n], self.margin, self.normalize, self.distance)
+            norm = emb.norm(dim=1)
+            shift = ((gen - emb).norm(dim=1) / norm.clamp(min=1e-12)).mean()
+        return loss, {
+            "real_active": real_stats["active"], "real_gap": real_stats["gap"],
+            "gen_active": gen_stats["active"], "gen_gap": gen_stats["gap"],
+            "gap_change": gen_stats["gap"] - real_stats["gap"], "g_shift": float(shift), "emb_norm": float(norm.mean()),
+        }
