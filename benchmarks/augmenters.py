@@ -101,7 +101,7 @@ def faiss_eval(run_dir: str, device: str | None) -> dict:
     if os.path.isfile(path):
         with open(path) as fh:
             return json.load(fh)
-    from reid_htg.engine.extract import features_for_checkpoint
+    from reid_htg.features import features_for_checkpoint
     from reid_htg.retrieval.evaluate import evaluate_with_index
 
     f = features_for_checkpoint(os.path.join(run_dir, "last.pt"), device=device)

@@ -4,19 +4,19 @@
     python benchmarks/htg_cost.py [--backbone resnet18 --height 64 --width 32] [--device cuda] [--repeats 3]
 
 Both loops run the same network, losses and optimiser on one random batch on
-the device; the HTG loop adds one D step, one G step and the hard-triplet term
-each iteration (the adversarial phase after warm-up). The loops alternate and
+the device, built by reid_htg.builders from the default config; the HTG loop
+adds one D step, one G step and the hard-triplet term each iteration (the
+adversarial phase after warm-up), with the config's HTG defaults. The loops alternate and
 the best of ``--repeats`` is kept for each. Target: at most 15% more time per step.
 """
 from __future__ import annotations
 
 import torch
-
-from train_throughput import model_args, plain_loop
+from train_throughput import bench_parser, plain_loop
 
 
 def main() -> None:
-    ap = model_args(__doc__)
+    ap = bench_parser(__doc__)
     ap.add_argument("--classes", type=int, default=743, help="training identities (sizes D's output)")
     ap.add_argument("--iters", type=int, default=10)
     ap.add_argument("--repeats", type=int, default=3)

@@ -143,9 +143,9 @@ def show(rows: list[dict], title: str) -> None:
 
 
 def real_embeddings(checkpoint: str, data_root: str):
+    from reid_htg.checkpoint import load_checkpoint
     from reid_htg.data import build_dataset
-    from reid_htg.engine.checkpoint import load_checkpoint
-    from reid_htg.engine.extract import embed_images
+    from reid_htg.features import embed_images
 
     df = build_dataset("cuhk03", data_root)
     emb = embed_images(load_checkpoint(checkpoint), df["path"].tolist())

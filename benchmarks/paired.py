@@ -50,16 +50,21 @@ DATASETS = {  # name -> (config, default data root, protocol)
     "market": ("market_cpu.yaml", os.path.join(SHARED, "market1501"), "Market-501/250, CPU recipe (ResNet-18, 64x32)"),
 }
 HTG = ["htg.enabled=true"]
-ARMS = {  # name -> overrides
+BH_REV = HTG + ["htg.mining=batch_hard", "htg.g_target=reversed"]  # the first implementation's choices
+SEMI_HARD = HTG + ["htg.mining=semi_hard", "htg.g_target=hard"]  # the chosen variant (the config defaults)
+ARMS = {  # name -> overrides; every HTG arm names its variant, so no arm changes when a default does
     "basic": [],
     "keypoint": ["model.keypoint_blocks=[3,4]"],
-    "htg": HTG,  # the defaults: batch-hard triplets, reversed hinge
-    "htg_hard": HTG + ["htg.g_target=hard"],
-    "htg_semi": HTG + ["htg.mining=semi_hard"],
-    "htg_semi_hard": HTG + ["htg.mining=semi_hard", "htg.g_target=hard"],
-    "htg_sq": HTG + ["htg.distance=sqeuclidean", "htg.margin=0.2"],
-    "htg_sgd": HTG + ["htg.optimizer=sgd", "htg.lr=0.01"],
-    "both": ["model.keypoint_blocks=[3,4]", *HTG],
+    "htg": BH_REV,
+    "htg_hard": HTG + ["htg.mining=batch_hard", "htg.g_target=hard"],
+    "htg_semi": HTG + ["htg.mining=semi_hard", "htg.g_target=reversed"],
+    "htg_semi_hard": SEMI_HARD,
+    "htg_sq": BH_REV + ["htg.distance=sqeuclidean", "htg.margin=0.2"],
+    "htg_sgd": BH_REV + ["htg.optimizer=sgd", "htg.lr=0.01"],
+    # controls: G never steps (G = identity), so F's hard term is one more triplet loss on the same triplets
+    "htg_static": BH_REV + ["htg.g_steps=0"],
+    "htg_semi_static": SEMI_HARD + ["htg.g_steps=0"],
+    "both": ["model.keypoint_blocks=[3,4]", *SEMI_HARD],
 }
 
 

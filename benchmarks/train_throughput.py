@@ -3,7 +3,7 @@
 
     python benchmarks/train_throughput.py [--backbone resnet18] [--height 64 --width 32] [--device cuda]
 
-The full pipeline is tools/train_reid.py itself (cached loader, P x K sampler,
+The full pipeline is tools/train_reid.py itself (run as a process) (cached loader, P x K sampler,
 batch augmentation, model, softmax + triplet losses, optimiser, schedule) for
 two epochs on the synthetic set; its images/s is the second epoch's, from
 metrics.csv. The plain loop runs the same network, losses and optimiser on one
@@ -16,30 +16,41 @@ from __future__ import annotations
 import argparse
 import csv
 import os
+import subprocess
 import sys
 import tempfile
 import time
 
 import torch
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path.insert(0, os.path.join(HERE, "..", "tools"))
+from reid_htg.builders import build_htg, build_model, build_optimization
+from reid_htg.config import TrainConfig, load_config
+from reid_htg.losses import batch_hard_triplet_loss, identity_cross_entropy
 
-import train_reid  # noqa: E402
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
-from reid_htg.htg import HTG  # noqa: E402
-from reid_htg.losses import batch_hard_triplet_loss, identity_cross_entropy  # noqa: E402
-from reid_htg.models import ReIDNet  # noqa: E402
+
+def config_overrides(args) -> list[str]:
+    """The model and batch options as tools/train_reid.py overrides (the pipeline and the plain loop share them)."""
+    return [
+        f"data.height={args.height}", f"data.width={args.width}", f"data.p={args.p}", f"data.k={args.k}",
+        f"model.backbone={args.backbone}", f"model.keypoint_blocks={list(args.keypoint_blocks)}", f"model.last_stride={args.last_stride}",
+    ]
 
 
 def plain_loop(args, device, num_classes: int, iters: int, htg: bool = False) -> float:
-    """Images/s of the bare training step on one random batch; with ``htg``, HTG's D, G and hard-triplet terms too."""
-    model = ReIDNet(args.backbone, num_classes=num_classes, keypoint_blocks=tuple(args.keypoint_blocks), last_stride=args.last_stride).to(device)
+    """Images/s of the bare training step on one random batch; with ``htg``, HTG's D, G and hard-triplet terms too.
+
+    Model, HTG and optimiser come from the same builders as tools/train_reid.py's.
+    """
+    cfg = load_config(TrainConfig, None, config_overrides(args) + [f"htg.enabled={htg}"])
+    model = build_model(cfg, num_classes).to(device)
     cuda = device.type == "cuda"
     if cuda:
         model = model.to(memory_format=torch.channels_last)
-    opt = torch.optim.Adam(model.parameters(), lr=3.5e-4)
-    gen_adv = HTG(model.dim, num_classes).to(device) if htg else None
+    opt, _ = build_optimization(cfg, model.parameters(), iters)
+    gen_adv = build_htg(cfg, model.dim, num_classes)
+    gen_adv = gen_adv.to(device) if gen_adv is not None else None
     b = args.p * args.k
     x = torch.randn(b, 3, args.height, args.width, device=device)
     if cuda:
@@ -57,7 +68,7 @@ def plain_loop(args, device, num_classes: int, iters: int, htg: bool = False) ->
             emb = out["embedding"].float()
             gen_adv.d_step(emb.detach(), y)
             gen_adv.g_step(emb.detach(), y, model.classifier, model.neck)
-            loss = loss + 0.5 * gen_adv.hard_triplet_loss(emb, y)[0]
+            loss = loss + cfg.htg.f_hard * gen_adv.hard_triplet_loss(emb, y)[0]
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -66,7 +77,7 @@ def plain_loop(args, device, num_classes: int, iters: int, htg: bool = False) ->
     return iters * b / (time.perf_counter() - t)
 
 
-def model_args(doc: str) -> argparse.ArgumentParser:
+def bench_parser(doc: str) -> argparse.ArgumentParser:
     """The parser of the model and batch options shared by the training benchmarks."""
     ap = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--backbone", default="resnet18")
@@ -81,7 +92,7 @@ def model_args(doc: str) -> argparse.ArgumentParser:
 
 
 def main() -> None:
-    ap = model_args(__doc__)
+    ap = bench_parser(__doc__)
     ap.add_argument("--ids", type=int, default=64, help="synthetic training identities (sets the epoch length)")
     ap.add_argument("--work-dir", default=None, help="where the synthetic set and the run go (default: a temporary folder)")
     args = ap.parse_args()
@@ -89,13 +100,12 @@ def main() -> None:
     work = args.work_dir or tempfile.mkdtemp(prefix="reid_tp_")
     name = "throughput"
     overrides = [
-        f"name={name}", "epochs=2", f"data.height={args.height}", f"data.width={args.width}", f"data.p={args.p}", f"data.k={args.k}",
+        f"name={name}", "epochs=2", *config_overrides(args), "log_every=1000",
         f"data.args={{num_train_ids: {args.ids}, num_test_ids: 4, images_per_cam: 4, num_cams: 3, size: [{args.height}, {args.width}]}}",
-        f"model.backbone={args.backbone}", f"model.keypoint_blocks={list(args.keypoint_blocks)}", f"model.last_stride={args.last_stride}",
-        "log_every=1000",
     ]
     out_dir = os.path.join(work, "run")
-    train_reid.main(["--data-root", os.path.join(work, "syn"), "--output-dir", out_dir, "--device", args.device, *overrides])
+    subprocess.run([sys.executable, os.path.join(ROOT, "tools", "train_reid.py"), "--data-root", os.path.join(work, "syn"),
+                    "--output-dir", out_dir, "--device", args.device, *overrides], check=True)
     with open(os.path.join(out_dir, "metrics.csv")) as fh:
         rows = list(csv.DictReader(fh))
     pipeline = float(rows[-1]["img_per_s"])

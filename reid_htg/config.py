@@ -29,7 +29,7 @@ class Component:
 
 @dataclass(frozen=True)
 class DataConfig:
-    dataset: str = "synthetic"  # a name from reid_htg.data.DATASETS, or synthetic
+    dataset: str = "synthetic"  # a name from reid_htg.data.DATASETS
     root: str = "data/synthetic"  # --data-root overrides it
     args: dict = field(default_factory=dict)  # reader options (e.g. num_train for cuhk01)
     height: int = 64

@@ -299,6 +299,9 @@ class HTG(nn.Module):
     def g_step(self, emb: torch.Tensor, labels: torch.Tensor, classifier=None, neck=None) -> dict[str, float]:
         """Update G only: make the generated triplets hard while keeping their identities."""
         emb = emb.detach().float()
+        if self.g_steps == 0:  # G frozen (a control: G stays the identity); report its objective only
+            with torch.no_grad():
+                return self.g_loss(emb, labels, classifier, neck)[1]
         for _ in range(self.g_steps):
             loss, stats = self.g_loss(emb, labels, classifier, neck)
             self.opt_g.zero_grad(set_to_none=True)

@@ -5,6 +5,7 @@ import pytest
 import torch
 
 from reid_htg.augmenters import DCGAN, CycleGAN
+from reid_htg.builders import build_htg, build_model
 from reid_htg.config import (
     ConfigError,
     GANConfig,
@@ -14,7 +15,6 @@ from reid_htg.config import (
     to_dict,
 )
 from reid_htg.losses import batch_hard_triplet_loss, identity_cross_entropy
-from reid_htg.models import ReIDNet
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ALL_CONFIGS = sorted(glob.glob(os.path.join(ROOT, "configs", "*.yaml")))
@@ -44,16 +44,16 @@ def test_overrides_and_round_trip():
 
 @pytest.mark.parametrize("path", CONFIGS, ids=[os.path.basename(p) for p in CONFIGS])
 def test_every_config_builds_and_steps(path):
-    cfg = load_config(TrainConfig, path)
-    m = cfg.model
-    model = ReIDNet(
-        m.backbone, num_classes=6, global_feature=m.global_feature, keypoint_blocks=tuple(m.keypoint_blocks),
-        embed_dim=m.embed_dim, bnneck=m.bnneck, classifier=m.classifier, last_stride=m.last_stride,
-    )
+    cfg = load_config(TrainConfig, path, ["htg.enabled=true"])  # every config's HTG section builds too
+    model = build_model(cfg, 6)
+    htg = build_htg(cfg, model.dim, 6)
     x = torch.randn(8, 3, 32, 16)
     y = torch.arange(4).repeat_interleave(2)
     out = model.train()(x)
     loss = identity_cross_entropy(out["logits"], y) + batch_hard_triplet_loss(out["embedding"], y, cfg.loss.margin)[0]
+    htg.d_step(out["embedding"], y)
+    htg.g_step(out["embedding"], y, model.classifier, model.neck)
+    loss = loss + cfg.htg.f_hard * htg.hard_triplet_loss(out["embedding"], y)[0]
     loss.backward()
     assert torch.isfinite(loss)
 

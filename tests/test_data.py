@@ -8,7 +8,14 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from reid_htg.data import DatasetError, build_dataset, check_dataset, queries_without_match, relabel, validate_table
+from reid_htg.data import (
+    DatasetError,
+    build_dataset,
+    check_dataset,
+    queries_without_match,
+    relabel,
+    validate_table,
+)
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -130,7 +137,7 @@ def test_viper_and_image_folder_and_csv(tmp_path):
         for i in range(3):
             _img(str(tmp_path / "folder" / cls / f"{i}.png"), mode="L")  # grayscale is fine
     df = build_dataset("image_folder", str(tmp_path / "folder"))
-    assert df.groupby("split").pid.nunique().to_dict() == {"gallery": 2, "train": 2}
+    assert df.groupby("split").pid.nunique().to_dict() == {"test": 2, "train": 2}
     assert check_dataset(df, progress=False)["usable"]
 
     csv = tmp_path / "set.csv"
@@ -147,7 +154,7 @@ def test_errors_name_the_problem(tmp_path):
     with pytest.raises(DatasetError, match="split 'query' is empty"):
         validate_table(pd.DataFrame({"path": ["a"], "pid": [1], "camid": [0], "split": ["train"]}), require=("query",))
     with pytest.raises(DatasetError, match="unknown split"):
-        validate_table(pd.DataFrame({"path": ["a"], "pid": [1], "camid": [0], "split": ["test"]}))
+        validate_table(pd.DataFrame({"path": ["a"], "pid": [1], "camid": [0], "split": ["val"]}))
     _img(str(tmp_path / "m" / "bounding_box_train" / "garbage.jpg"))
     os.makedirs(tmp_path / "m" / "query")
     os.makedirs(tmp_path / "m" / "bounding_box_test")
@@ -169,3 +176,23 @@ def test_shared_cuhk03_counts():
     rep = check_dataset(df, decode=False)
     assert rep["splits"]["train"] == {"images": 7239, "ids": 743, "cams": 2}
     assert rep["splits"]["query"]["images"] == 451 and rep["splits"]["gallery"]["images"] == 487
+
+
+def test_evaluation_only_and_class_level_sets_are_checked(tmp_path):
+    for i in range(4):
+        _img(str(tmp_path / "imgs" / f"{i}.png"))
+    rows = {"path": [f"imgs/{i}.png" for i in range(4)], "pid": [1, 1, 2, 3], "camid": [0, 1, 0, 0]}
+    reid = tmp_path / "reid.csv"  # query and gallery, no training split: an evaluation-only set
+    pd.DataFrame({**rows, "split": ["query", "gallery", "gallery", "gallery"]}).to_csv(reid, index=False)
+    rep = check_dataset(build_dataset("csv", str(reid)), progress=False)
+    assert rep["usable"] and rep["usable_for"] == ["evaluation"]
+    test = tmp_path / "test.csv"  # class-level test split; class 3 has one image
+    pd.DataFrame({**rows, "split": ["test"] * 4}).to_csv(test, index=False)
+    rep = check_dataset(build_dataset("csv", str(test)), progress=False)
+    assert rep["usable_for"] == ["evaluation"]
+    single = [p for p in rep["problems"] if p["kind"] == "class_without_match"]
+    assert len(single) == 1 and len(single[0]["paths"]) == 2  # classes 2 and 3 are alone
+    half = tmp_path / "half.csv"  # a query split without a gallery cannot be evaluated
+    pd.DataFrame({**rows, "split": ["train", "train", "query", "query"]}).to_csv(half, index=False)
+    rep = check_dataset(build_dataset("csv", str(half)), progress=False)
+    assert not rep["usable"] and "'gallery' has none" in rep["problems"][0]["message"]

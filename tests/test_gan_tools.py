@@ -3,7 +3,6 @@ import json
 
 import pytest
 import torch
-
 from test_train import TINY, run
 
 GAN_TINY = ["args={num_train_ids: 16, num_test_ids: 10, images_per_cam: 2, num_cams: 3}", "height=32", "width=16",
@@ -56,7 +55,7 @@ def test_train_gan_clear_errors(gans):
 
 def test_reid_training_with_every_augmenter_and_fgsm_robustness(gans):
     out = gans / "runs" / "aug"
-    run("train_reid.py", "--data-root", str(gans / "syn"), "--output-dir", str(out), "epochs=1", *TINY,
+    run("train_reid.py", "--data-root", str(gans / "syn"), "--output-dir", str(out), "epochs=3", *TINY,
         f"augmenters.lsro_checkpoint={gans / 'dcgan'}", "augmenters.lsro_ratio=0.25",
         f"augmenters.camstyle_checkpoint={gans / 'cyclegan'}", "augmenters.camstyle_ratio=0.25",
         "augmenters.fgsm_eps=0.03", "augmenters.fgsm_ratio=0.25")

@@ -1,7 +1,6 @@
+import pytest
 import torch
 import torch.nn.functional as F
-
-import pytest
 
 from reid_htg.htg import HTG, Discriminator, Generator, auc
 from reid_htg.losses import triplet_loss
@@ -186,3 +185,10 @@ def test_unknown_variant_names_are_refused():
         HTG(8, 2, mining="hardest")
     with pytest.raises(ValueError, match="valid names"):
         HTG(8, 2, g_target="harder")
+
+
+def test_frozen_generator_control_stays_the_identity():
+    emb, labels = _features(seed=5)
+    htg = HTG(32, 8, bottleneck=16, d_hidden=32, g_steps=0)
+    stats = htg.g_step(emb, labels)
+    assert "g_loss" in stats and torch.equal(htg.G(emb), emb)

@@ -61,3 +61,15 @@ def test_pretrained_weights_from_local_file(tmp_path):
     torch.save(src.state_dict(), path)
     bb = build_backbone("resnet18", pretrained_path=str(path))
     assert torch.equal(bb.conv1.weight, src.conv1.weight)
+
+
+@pytest.mark.parametrize("name", ["resnet10t", "resnet18", "resnet34", "resnet50", "resnet101", "resnet50.a1_in1k"])
+@pytest.mark.parametrize("last_stride", [1, 2])
+def test_backbone_reports_true_channels_and_reductions(name, last_stride):
+    model = build_backbone(name, out_indices=(3, 4), last_stride=last_stride).eval()
+    x = torch.randn(1, 3, 64, 32)
+    with torch.no_grad():
+        maps = model(x)
+    assert model.feature_info.channels() == [m.shape[1] for m in maps]
+    assert model.feature_info.reduction() == [x.shape[-2] // m.shape[-2] for m in maps]
+    assert model.feature_info.reduction()[1] == (16 if last_stride == 1 else 32)

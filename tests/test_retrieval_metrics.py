@@ -41,3 +41,22 @@ def test_nmi_separates_clean_from_random_labels(rng):
 def test_recall_k_too_large_raises():
     with pytest.raises(ValueError, match="Recall@5"):
         recall_at_k(np.eye(3), [0, 1, 2], ks=(5,))
+
+
+@pytest.mark.parametrize("metric", ["cosine", "euclidean"])
+def test_class_level_exact_with_ties_and_duplicates(rng, metric):
+    from reid_htg.metrics import class_level_reference, evaluate_class_level
+
+    x = rng.integers(0, 3, (90, 4)).astype(np.float32) + 1.0  # few distinct vectors: many ties, many duplicates
+    x[10:20] = x[0]  # exact duplicates across classes
+    y = rng.integers(0, 9, 90)
+    y[0] = 99  # a class with a single image: no possible match
+    res = evaluate_class_level(x, y, metric=metric)
+    ref = class_level_reference(x, y, metric=metric)
+    for k in (1, 2, 4, 8):
+        assert res.recall[k] == pytest.approx(ref[f"recall@{k}"], abs=1e-12)
+    assert res.map_at_r == pytest.approx(ref["map@r"], abs=1e-12)
+    d = res.as_dict()
+    assert d["num_query"] == 90 and d["num_classes"] == 10 and d["num_single"] == 1
+    assert set(d) >= {"recall@1", "recall@2", "recall@4", "recall@8", "map@r", "nmi"}
+    assert 0.0 <= d["nmi"] <= 1.0 and "alone in their class" in res.format()

@@ -8,8 +8,8 @@ import pandas as pd
 import pytest
 import torch
 
+from reid_htg.checkpoint import save_checkpoint
 from reid_htg.data.synthetic import read_synthetic
-from reid_htg.engine.checkpoint import save_checkpoint
 from reid_htg.models import ReIDNet
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Build a gallery index folder from an embeddings file.
 
-    python tools/build_index.py --embeddings gallery.npz --out gallery_index [--index auto|flat|hnsw|ivf|ivfpq] [--metric cosine|l2] [nprobe=32 ...]
+    python tools/build_index.py --embeddings gallery.npz --out gallery_index [--index auto|flat|hnsw|ivf|ivfpq] [--metric cosine|euclidean] [nprobe=32 ...]
 
 `auto` picks flat up to 100k vectors, HNSW up to 2M, IVF-PQ (with exact
 re-ranking) beyond. Extra key=value pairs set index parameters (hnsw_m,
@@ -24,7 +24,7 @@ def main(argv=None) -> int:
     ap.add_argument("--embeddings", required=True)
     ap.add_argument("--out", required=True, help="index folder to write")
     ap.add_argument("--index", default="auto", choices=("auto", *INDEX_TYPES))
-    ap.add_argument("--metric", default="cosine", choices=("cosine", "l2"))
+    ap.add_argument("--metric", default="cosine", choices=("cosine", "euclidean"))
     ap.add_argument("params", nargs="*", help="index parameters as key=value")
     args = ap.parse_args(argv)
     try:

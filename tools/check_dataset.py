@@ -1,11 +1,16 @@
 #!/usr/bin/env python
-"""Check a re-ID dataset: counts per split and every problem found.
+"""Check a dataset: counts per split, what it can be used for, and every problem found.
 
     python tools/check_dataset.py --dataset cuhk03 --data-root ../shared/data/cuhk03 [--json OUT]
+    python tools/check_dataset.py --dataset image_folder --data-root ../shared/data/cub50
+    python tools/check_dataset.py --dataset csv --data-root my_test_set.csv     # an evaluation-only set
 
-Exit code 0 when the dataset is usable as it stands, 1 when it is not (an
-unreadable image, an empty split, no query with a true match), 2 when it
-cannot be read at all.
+Splits: train; query + gallery (re-ID); test (class-level: every test image
+against all the others). A set with no train split is usable for evaluation
+(cross-dataset testing). Exit code 0 when the dataset is usable as it stands
+(for training, evaluation or both, as printed), 1 when it is not (an
+unreadable image, a query split without a gallery, nothing to train on or
+score), 2 when it cannot be read at all.
 """
 from __future__ import annotations
 
@@ -13,13 +18,12 @@ import argparse
 import json
 import sys
 
-
 from reid_htg.data import DATASETS, DatasetError, build_dataset, check_dataset
 
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--dataset", required=True, help=f"one of {sorted([*DATASETS, 'synthetic'])}")
+    ap.add_argument("--dataset", required=True, help=f"one of {sorted(DATASETS)}")
     ap.add_argument("--data-root", required=True, help="the dataset's folder (for csv: the CSV file)")
     ap.add_argument("--json", help="also write the report as JSON to this file")
     ap.add_argument("--no-decode", action="store_true", help="skip decoding every image (faster, misses corrupt files)")
@@ -45,7 +49,10 @@ def main(argv=None) -> int:
                 print(f"    ... {len(p['paths']) - 50} more (all in --json)")
     else:
         print("\nno problems found")
-    print(f"\nusable: {'yes' if report['usable'] else 'no'}")
+    if report["usable"]:
+        print(f"\nusable: yes, for {' and '.join(report['usable_for'])}")
+    else:
+        print("\nusable: no")
     if args.json:
         with open(args.json, "w") as fh:
             json.dump(report, fh, indent=2)

@@ -15,10 +15,10 @@ import sys
 
 import numpy as np
 
+from reid_htg.checkpoint import load_checkpoint
 from reid_htg.data import SPLITS, DatasetError, build_dataset, split_of
 from reid_htg.data.readers import list_images
-from reid_htg.engine.checkpoint import load_checkpoint
-from reid_htg.engine.extract import embed_images
+from reid_htg.features import embed_images
 from reid_htg.retrieval import model_fingerprint
 
 

@@ -1,50 +1,72 @@
 #!/usr/bin/env python
-"""Evaluate re-ID features or a trained model: CMC rank-k, mAP, mINP (Market-1501 protocol).
+"""Evaluate features or trained models: re-ID (CMC rank-k, mAP, mINP; Market-1501 protocol) or class-level retrieval.
 
     python tools/eval.py --rank1 --mAP                              # the most recent run under runs/
     python tools/eval.py --checkpoint runs/x/last.pt [--dataset cuhk03 --data-root PATH]
+    python tools/eval.py --checkpoint runs/cuhk/last.pt --dataset market1501 --data-root ../shared/data/market1501   # cross-dataset
+    python tools/eval.py --checkpoint runs/cub/last.pt                  # a class-level set: Recall@K, MAP@R, NMI
     python tools/eval.py --features feats.npz [--ap official] [--metric euclidean] [--json out.json]
+    python tools/eval.py --checkpoint runs/a/last.pt --checkpoint runs/b/last.pt --plot cmc.png   # overlaid curves
     python tools/eval.py --checkpoint runs/x/last.pt --fgsm 0 0.01 0.03   # rank-1/mAP with FGSM-attacked queries
 
-A features file is an .npz with arrays qf, gf, q_pids, g_pids, q_camids, g_camids.
-Distances are cosine on L2-normalised features unless --metric euclidean.
-The AP formula defaults to noninterp (torchreid / fast-reid); --ap official is
-the Market-1501 evaluation code's trapezoid formula.
+The protocol follows the data (``--protocol`` forces one): a dataset with query
+and gallery splits is evaluated as re-ID, one with a test split as class-level
+retrieval (every test image against all the others, itself excluded:
+Recall@1/2/4/8, MAP@R, NMI with k-means, k = number of test classes, seed 0).
+A features file is an .npz with arrays qf, gf, q_pids, g_pids, q_camids,
+g_camids (re-ID) or tf, t_pids (class-level). Distances are cosine on
+L2-normalised features unless --metric euclidean. The AP formula defaults to
+noninterp (torchreid / fast-reid); --ap official is the Market-1501 evaluation
+code's trapezoid formula.
 """
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 
 import numpy as np
 import torch
 
-from reid_htg.metrics import AP_FORMULAS, evaluate_features
+from reid_htg.data import PROTOCOLS
+from reid_htg.metrics import (
+    AP_FORMULAS,
+    evaluate_class_level,
+    evaluate_features,
+    recall_at_k,
+)
 from reid_htg.metrics.rank import DEFAULT_AP
 from reid_htg.retrieval import INDEX_TYPES
 from reid_htg.retrieval.evaluate import evaluate_reranked, evaluate_with_index
 
-FEATURE_KEYS = ("qf", "gf", "q_pids", "g_pids", "q_camids", "g_camids")
+FEATURE_KEYS = {"reid": ("qf", "gf", "q_pids", "g_pids", "q_camids", "g_camids"), "class": ("tf", "t_pids")}
+RECALL_PLOT_KS = (1, 2, 4, 8, 16, 32)
 
 
 def load_features(path: str) -> dict:
-    """The six arrays of a features file, with an error naming what is missing."""
+    """The arrays of a features file (re-ID or class-level), with an error naming what is missing."""
     try:
         data = np.load(path, allow_pickle=False)
     except (OSError, ValueError) as exc:
         raise SystemExit(f"error: cannot read features file {path!r}: {exc}") from None
-    missing = [k for k in FEATURE_KEYS if k not in data.files]
+    if not hasattr(data, "files"):
+        raise SystemExit(f"error: {path} is a plain array, not an .npz of named arrays; a features file needs {list(FEATURE_KEYS['reid'])} "
+                         f"(re-ID) or {list(FEATURE_KEYS['class'])} (class-level)")
+    protocol = "class" if set(FEATURE_KEYS["class"]) <= set(data.files) else "reid"
+    missing = [k for k in FEATURE_KEYS[protocol] if k not in data.files]
     if missing:
-        raise SystemExit(f"error: {path} lacks array(s) {missing}; a features file needs {list(FEATURE_KEYS)}")
-    return {k: data[k] for k in FEATURE_KEYS}
+        raise SystemExit(f"error: {path} lacks array(s) {missing}; a features file needs {list(FEATURE_KEYS['reid'])} "
+                         f"(re-ID) or {list(FEATURE_KEYS['class'])} (class-level)")
+    return {**{k: data[k] for k in FEATURE_KEYS[protocol]}, "protocol": protocol}
 
 
 def parse_args(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     src = ap.add_argument_group("what to evaluate (default: the most recent run under runs/)")
-    src.add_argument("--features", help="an .npz with qf, gf, q_pids, g_pids, q_camids, g_camids")
-    src.add_argument("--checkpoint", help="a checkpoint written by tools/train_reid.py")
+    src.add_argument("--features", action="append", help="an .npz (qf, gf, q_pids, g_pids, q_camids, g_camids, or tf, t_pids); repeat to compare")
+    src.add_argument("--checkpoint", action="append", help="a checkpoint written by tools/train_reid.py; repeat to compare")
+    src.add_argument("--protocol", choices=PROTOCOLS, help="reid or class (default: what the data has; reid when it has both)")
     src.add_argument("--runs-dir", default="runs", help="where to look for the most recent run (default: runs)")
     src.add_argument("--dataset", help="dataset name (default: the one the checkpoint was trained for)")
     src.add_argument("--data-root", help="dataset folder (default: the one the checkpoint was trained on)")
@@ -67,7 +89,8 @@ def parse_args(argv=None):
     r = ap.add_argument_group("robustness")
     r.add_argument("--fgsm", type=float, nargs="+", metavar="EPS",
                    help="attack every query with FGSM at each eps (pixel units in [0, 1], e.g. 0.01 0.03) and report rank-1/mAP; needs a checkpoint")
-    ap.add_argument("--json", help="write the metrics as JSON to this file (fractions in [0, 1])")
+    ap.add_argument("--json", help="write the metrics as JSON to this file (fractions in [0, 1]; a list with several runs)")
+    ap.add_argument("--plot", help="draw the CMC curve (re-ID) or Recall@K (class-level) to this PNG, one line per run")
     return ap.parse_args(argv)
 
 
@@ -77,13 +100,16 @@ def robustness(args) -> int:
         raise SystemExit("error: --fgsm attacks query images, so it needs a model: pass --checkpoint (or nothing, for the latest run), not --features")
     if any(e < 0 for e in args.fgsm):
         raise SystemExit(f"error: --fgsm eps values must be >= 0, got {args.fgsm}")
-    from reid_htg.engine.extract import checkpoint_test_sets, default_device, latest_checkpoint
-    from reid_htg.engine.robustness import fgsm_robustness
+    from reid_htg.augmenters.robustness import fgsm_robustness
+    from reid_htg.checkpoint import latest_checkpoint
+    from reid_htg.features import checkpoint_test_sets, default_device
 
-    ckpt = args.checkpoint or latest_checkpoint(args.runs_dir)
+    if args.checkpoint and len(args.checkpoint) > 1:
+        raise SystemExit("error: --fgsm evaluates one checkpoint at a time")
+    ckpt = args.checkpoint[0] if args.checkpoint else latest_checkpoint(args.runs_dir)
     try:
-        model, sets, desc = checkpoint_test_sets(ckpt, args.dataset, args.data_root)
-    except ValueError as exc:
+        model, sets, desc, _ = checkpoint_test_sets(ckpt, args.dataset, args.data_root, protocol="reid")
+    except (ValueError, FileNotFoundError, RuntimeError) as exc:
         raise SystemExit(f"error: {exc}") from None
     rows = fgsm_robustness(model, sets["query"], sets["gallery"], args.fgsm, batch_size=min(args.batch_size, 64),
                            device=default_device(args.device), ap=args.ap)
@@ -98,6 +124,65 @@ def robustness(args) -> int:
     return 0
 
 
+def evaluate(feats: dict, args):
+    """(result, how) for one set of features under its protocol."""
+    if feats["protocol"] == "class":
+        if args.rerank or args.index:
+            raise SystemExit("error: --rerank and --index rank a gallery for queries (re-ID); class-level evaluation ranks the test set against itself")
+        return evaluate_class_level(feats["tf"], feats["t_pids"], metric=args.metric), "class-level: each test image against all the others"
+    labels = (feats["q_pids"], feats["g_pids"], feats["q_camids"], feats["g_camids"])
+    metric = args.metric
+    if args.rerank:
+        result = evaluate_reranked(feats["qf"], feats["gf"], *labels, k1=args.k1, k2=args.k2, lambda_value=args.lambda_value,
+                                   metric=metric, index_type=args.index or "flat", ap=args.ap, max_rank=args.max_rank)
+        how = f"k-reciprocal re-ranking k1={args.k1} k2={args.k2} lambda={args.lambda_value}, neighbours from a {args.index or 'flat'} index"
+    elif args.index:
+        result = evaluate_with_index(feats["qf"], feats["gf"], *labels, index_type=args.index, metric=metric, k=args.index_k, ap=args.ap, max_rank=args.max_rank)
+        how = f"{args.index} index, " + (f"top-{args.index_k}" if args.index_k else "whole gallery")
+    else:
+        dtype = torch.float64 if args.precision == "float64" else torch.float32
+        result = evaluate_features(feats["qf"], feats["gf"], *labels, metric=metric, ap=args.ap, max_rank=args.max_rank, dtype=dtype)
+        how = f"distance matrix, {args.precision}"
+    return result, how + ", Market-1501 protocol"
+
+
+def plot_curves(runs: list[tuple[str, object, dict]], path: str) -> None:
+    """CMC curves (re-ID) or Recall@K (class-level), one line per run, labelled by run name."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for label, result, feats in runs:
+        if feats["protocol"] == "class":
+            ks = [k for k in RECALL_PLOT_KS if k < len(feats["tf"])]
+            rec = recall_at_k(feats["tf"], feats["t_pids"], ks)
+            ax.plot(ks, [100 * rec[k] for k in ks], marker="o", label=f"{label} (R@1 {100 * rec[1]:.1f})")
+        else:
+            ks = np.arange(1, len(result.cmc) + 1)
+            ax.plot(ks, 100 * result.cmc, label=f"{label} (rank-1 {100 * result.rank(1):.1f}, mAP {100 * result.mAP:.1f})")
+    kind = "class" if runs[0][2]["protocol"] == "class" else "reid"
+    ax.set(xlabel="K" if kind == "class" else "rank", ylabel="Recall@K (%)" if kind == "class" else "CMC: matching rate (%)",
+           title="Recall@K, class-level retrieval" if kind == "class" else "CMC curve, Market-1501 protocol", ylim=(0, 100))
+    if kind == "class":
+        ax.set_xscale("log", base=2)
+        ax.set_xticks(RECALL_PLOT_KS, [str(k) for k in RECALL_PLOT_KS])
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def run_label(path: str) -> str:
+    """A run's name for a legend: the run folder of a checkpoint, the stem of a features file."""
+    base = os.path.basename(path)
+    if base.endswith(".pt"):
+        return os.path.basename(os.path.dirname(os.path.abspath(path))) or base
+    return os.path.splitext(base)[0]
+
+
 def main(argv=None) -> int:
     args = parse_args(argv)
     picked = tuple(n for n in ("rank1", "rank5", "rank10", "mAP", "mINP") if getattr(args, n))
@@ -105,38 +190,40 @@ def main(argv=None) -> int:
         raise SystemExit("error: pass either --features or --checkpoint, not both")
     if args.fgsm is not None:
         return robustness(args)
-    if args.features:
-        feats = load_features(args.features)
-        source = args.features
-    else:
-        from reid_htg.engine.extract import features_for_checkpoint, latest_checkpoint
+    from reid_htg.checkpoint import latest_checkpoint
+    from reid_htg.features import features_for_checkpoint
 
-        ckpt = args.checkpoint or latest_checkpoint(args.runs_dir)
-        feats = features_for_checkpoint(
-            ckpt, dataset=args.dataset, data_root=args.data_root, batch_size=args.batch_size, device=args.device
-        )
-        source = f"{ckpt} on {feats.pop('description')}"
-    labels = (feats["q_pids"], feats["g_pids"], feats["q_camids"], feats["g_camids"])
-    try:
-        metric = "l2" if args.metric == "euclidean" else "cosine"
-        if args.rerank:
-            result = evaluate_reranked(feats["qf"], feats["gf"], *labels, k1=args.k1, k2=args.k2, lambda_value=args.lambda_value,
-                                       metric=metric, index_type=args.index or "flat", ap=args.ap, max_rank=args.max_rank)
-            how = f"k-reciprocal re-ranking k1={args.k1} k2={args.k2} lambda={args.lambda_value}, neighbours from a {args.index or 'flat'} index"
-        elif args.index:
-            result = evaluate_with_index(feats["qf"], feats["gf"], *labels, index_type=args.index, metric=metric, k=args.index_k, ap=args.ap, max_rank=args.max_rank)
-            how = f"{args.index} index, " + (f"top-{args.index_k}" if args.index_k else "whole gallery")
+    sources = args.features or args.checkpoint or [latest_checkpoint(args.runs_dir)]
+    runs = []
+    for src in sources:
+        if args.features:
+            feats, source = load_features(src), src
+            if args.protocol and feats["protocol"] != args.protocol:
+                raise SystemExit(f"error: {src} holds {feats['protocol']} features, not {args.protocol}")
         else:
-            dtype = torch.float64 if args.precision == "float64" else torch.float32
-            result = evaluate_features(feats["qf"], feats["gf"], *labels, metric=args.metric, ap=args.ap, max_rank=args.max_rank, dtype=dtype)
-            how = f"distance matrix, {args.precision}"
-    except ValueError as exc:
-        raise SystemExit(f"error: {exc}") from None
-    print(f"{source}  ({args.metric} distance, {how}, Market-1501 protocol)")
-    print(result.format(picked))
+            try:
+                feats = features_for_checkpoint(src, dataset=args.dataset, data_root=args.data_root, batch_size=args.batch_size,
+                                                device=args.device, protocol=args.protocol)
+            except (ValueError, FileNotFoundError, RuntimeError, KeyError) as exc:
+                raise SystemExit(f"error: {src}: {exc}") from None
+            source = f"{src} on {feats.pop('description')}"
+        try:
+            result, how = evaluate(feats, args)
+        except ValueError as exc:
+            raise SystemExit(f"error: {exc}") from None
+        print(f"{source}  ({args.metric} distance, {how})")
+        print(result.format(picked) if feats["protocol"] == "reid" else result.format())
+        print()
+        runs.append((run_label(src), result, feats))
+    if len({r[2]["protocol"] for r in runs}) > 1:
+        raise SystemExit("error: the runs were evaluated under different protocols (re-ID and class-level); compare like with like")
     if args.json:
+        dicts = [dict(r.as_dict(), run=label) for label, r, _ in runs]
         with open(args.json, "w") as fh:
-            json.dump(result.as_dict(), fh, indent=2)
+            json.dump(dicts[0] if len(dicts) == 1 else dicts, fh, indent=2)
+    if args.plot:
+        plot_curves(runs, args.plot)
+        print(f"wrote {args.plot}")
     return 0
 
 

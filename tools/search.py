@@ -90,9 +90,9 @@ def main(argv=None) -> int:
     else:
         if not args.checkpoint:
             raise SystemExit("error: --images needs --checkpoint")
+        from reid_htg.checkpoint import load_checkpoint
         from reid_htg.data.readers import list_images
-        from reid_htg.engine.checkpoint import load_checkpoint
-        from reid_htg.engine.extract import embed_images
+        from reid_htg.features import embed_images
         from reid_htg.retrieval import model_fingerprint
 
         state = load_checkpoint(args.checkpoint)

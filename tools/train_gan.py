@@ -28,10 +28,10 @@ from torchvision.utils import save_image
 from tqdm import tqdm
 
 from reid_htg.augmenters import DCGAN, CycleGAN, from_uint8
+from reid_htg.checkpoint import code_version, package_versions, save_checkpoint
 from reid_htg.config import ConfigError, GANConfig, load_config, save_config, to_dict
 from reid_htg.data import DatasetError, build_dataset, split_of
 from reid_htg.data.dataset import ImageSet
-from reid_htg.engine.checkpoint import code_version, package_versions, save_checkpoint
 from reid_htg.utils.plots import plot_gan_losses
 
 

@@ -1,7 +1,12 @@
 """Image-level augmenters for re-ID: DCGAN samples with LSRO labels, CycleGAN camera style (CamStyle), FGSM."""
 from reid_htg.augmenters.cyclegan import CycleGAN
 from reid_htg.augmenters.dcgan import DCGAN, from_uint8, to_uint8
-from reid_htg.augmenters.fgsm import fgsm, metric_attack_loss, normalized_bounds, pixel_step
+from reid_htg.augmenters.fgsm import (
+    fgsm,
+    metric_attack_loss,
+    normalized_bounds,
+    pixel_step,
+)
 from reid_htg.augmenters.mixing import (
     GANCheckpointError,
     LSROSource,

@@ -22,7 +22,7 @@ from tqdm import tqdm
 
 from reid_htg.augmenters.cyclegan import CycleGAN
 from reid_htg.augmenters.dcgan import DCGAN, from_uint8, to_uint8
-from reid_htg.engine.checkpoint import load_checkpoint
+from reid_htg.checkpoint import load_checkpoint
 
 
 class GANCheckpointError(ValueError):

@@ -1,7 +1,23 @@
 """Datasets as one validated table (``path, pid, camid, split``), readers, checks and loaders."""
-from reid_htg.data.check import check_dataset, drop_unreadable, find_unreadable, queries_without_match, require_readable
-from reid_htg.data.readers import DATASETS, build_dataset
-from reid_htg.data.table import COLUMNS, SPLITS, DatasetError, hold_out_identities, relabel, split_of, validate_table
+from reid_htg.data import readers, synthetic  # noqa: F401 - each registers its datasets
+from reid_htg.data.check import (
+    check_dataset,
+    drop_unreadable,
+    find_unreadable,
+    queries_without_match,
+)
+from reid_htg.data.registry import DATASETS, build_dataset
+from reid_htg.data.table import (
+    COLUMNS,
+    PROTOCOLS,
+    SPLITS,
+    DatasetError,
+    eval_protocol,
+    hold_out_identities,
+    relabel,
+    split_of,
+    validate_table,
+)
 
 __all__ = [
     "COLUMNS",
@@ -13,9 +29,10 @@ __all__ = [
     "drop_unreadable",
     "find_unreadable",
     "queries_without_match",
+    "PROTOCOLS",
+    "eval_protocol",
     "hold_out_identities",
     "relabel",
-    "require_readable",
     "split_of",
     "validate_table",
 ]

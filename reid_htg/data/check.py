@@ -9,7 +9,7 @@ import pandas as pd
 from PIL import Image
 from tqdm import tqdm
 
-from reid_htg.data.table import SPLITS, DatasetError
+from reid_htg.data.table import SPLITS
 
 
 def _open_error(path: str) -> str | None:
@@ -51,8 +51,20 @@ def queries_without_match(df: pd.DataFrame) -> pd.DataFrame:
     return q[~ok]
 
 
+def single_image_classes(df: pd.DataFrame) -> pd.DataFrame:
+    """Rows of the class-level ``test`` split whose class has no other test image (no possible match)."""
+    t = df[df["split"] == "test"]
+    counts = t["pid"].map(t["pid"].value_counts())
+    return t[counts == 1]
+
+
 def check_dataset(df: pd.DataFrame, decode: bool = True, progress: bool = True) -> dict:
     """Everything wrong with a dataset, as a report.
+
+    A dataset can be used for training (a ``train`` split), for evaluation (a
+    re-ID ``query`` + ``gallery`` pair, or a class-level ``test`` split), or
+    both; data with no training split is an evaluation-only set (cross-dataset
+    testing).
 
     Args:
         df: a dataset table.
@@ -61,12 +73,14 @@ def check_dataset(df: pd.DataFrame, decode: bool = True, progress: bool = True) 
         progress: show a progress bar while decoding.
 
     Returns:
-        ``{"splits": {split: {"images", "ids", "cams"}}, "problems": [...], "usable": bool}``.
-        Each problem is a dict with ``kind``, ``message`` and, where it applies,
-        ``paths``. Unreadable images and empty train/gallery splits make a
-        dataset unusable; queries without a true match are reported (they are
-        counted and skipped at evaluation) and make it unusable only when no
-        query is left.
+        ``{"splits": {split: {"images", "ids", "cams"}}, "problems": [...], "usable": bool, "usable_for": [...]}``
+        with ``usable_for`` a subset of ``["training", "evaluation"]``. Each
+        problem is a dict with ``kind``, ``message`` and, where it applies,
+        ``paths``. Unreadable images, a query split without a gallery (or the
+        reverse), and data that can neither train nor evaluate make a dataset
+        unusable; queries without a true match and test images alone in their
+        class are reported (evaluation counts them) and make it unusable for
+        evaluation only when nothing is left to score.
     """
     problems = []
     splits = {
@@ -77,25 +91,16 @@ def check_dataset(df: pd.DataFrame, decode: bool = True, progress: bool = True) 
         }
         for s in SPLITS
     }
-    usable = True
-    for s in SPLITS:
-        if splits[s]["images"] == 0 and not (s == "query" and splits["gallery"]["images"] > 0):
-            problems.append({"kind": "empty_split", "message": f"split {s!r} has no images"})
-            usable = False
-    if decode:
-        bad = find_unreadable(df["path"], progress=progress)
-        if bad:
-            usable = False
-            problems.append(
-                {
-                    "kind": "unreadable",
-                    "message": f"{len(bad)} image(s) cannot be read; fix or remove them "
-                    "(training can skip them with data.skip_unreadable=true)",
-                    "paths": [p for p, _ in bad],
-                    "reasons": [r for _, r in bad],
-                }
-            )
-    if splits["query"]["images"]:
+    n = {s: splits[s]["images"] for s in SPLITS}
+    blocked = False
+    if bool(n["query"]) != bool(n["gallery"]):
+        have, lack = ("query", "gallery") if n["query"] else ("gallery", "query")
+        problems.append({"kind": "empty_split", "message": f"split {have!r} has images but {lack!r} has none; "
+                         "re-ID evaluation needs both (a class-level set puts its test images in a 'test' split)"})
+        blocked = True
+    reid_eval = bool(n["query"] and n["gallery"])
+    class_eval = bool(n["test"])
+    if n["query"] and n["gallery"]:
         lonely = queries_without_match(df)
         if len(lonely):
             ids = sorted(set(lonely["pid"].tolist()))
@@ -108,9 +113,38 @@ def check_dataset(df: pd.DataFrame, decode: bool = True, progress: bool = True) 
                     "paths": lonely["path"].tolist(),
                 }
             )
-            if len(lonely) == splits["query"]["images"]:
-                usable = False
-    return {"splits": splits, "problems": problems, "usable": usable}
+            reid_eval = len(lonely) < n["query"]
+    if n["test"]:
+        single = single_image_classes(df)
+        if len(single):
+            ids = sorted(set(single["pid"].tolist()))
+            problems.append(
+                {
+                    "kind": "class_without_match",
+                    "message": f"{len(ids)} test class(es) ({', '.join(map(str, ids[:10]))}{', ...' if len(ids) > 10 else ''}) "
+                    "have a single test image, which has no possible match; it counts as a miss in Recall@K and is skipped by MAP@R",
+                    "paths": single["path"].tolist(),
+                }
+            )
+            class_eval = len(single) < n["test"]
+    if decode:
+        bad = find_unreadable(df["path"], progress=progress)
+        if bad:
+            blocked = True
+            problems.append(
+                {
+                    "kind": "unreadable",
+                    "message": f"{len(bad)} image(s) cannot be read; fix or remove them "
+                    "(training can skip them with data.skip_unreadable=true)",
+                    "paths": [p for p, _ in bad],
+                    "reasons": [r for _, r in bad],
+                }
+            )
+    usable_for = (["training"] if n["train"] else []) + (["evaluation"] if reid_eval or class_eval else [])
+    if not usable_for:
+        problems.append({"kind": "nothing_to_do", "message": "no training split and nothing to evaluate "
+                         "(needs 'train', or 'query' + 'gallery', or 'test' with two images of a class)"})
+    return {"splits": splits, "problems": problems, "usable": bool(usable_for) and not blocked, "usable_for": usable_for}
 
 
 def drop_unreadable(df: pd.DataFrame, progress: bool = True) -> tuple[pd.DataFrame, list[tuple[str, str]]]:
@@ -120,15 +154,3 @@ def drop_unreadable(df: pd.DataFrame, progress: bool = True) -> tuple[pd.DataFra
         return df, []
     bad_paths = {p for p, _ in bad}
     return df[~df["path"].isin(bad_paths)].reset_index(drop=True), bad
-
-
-def require_readable(df: pd.DataFrame, progress: bool = True) -> None:
-    """Raise :class:`DatasetError` naming every unreadable image."""
-    bad = find_unreadable(df["path"], progress=progress)
-    if bad:
-        listing = "\n".join(f"  {p}: {r}" for p, r in bad[:20])
-        more = f"\n  ... and {len(bad) - 20} more" if len(bad) > 20 else ""
-        raise DatasetError(
-            f"{len(bad)} image(s) cannot be read:\n{listing}{more}\n"
-            "fix or remove them, or pass data.skip_unreadable=true to train without them"
-        )

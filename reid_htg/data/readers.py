@@ -1,9 +1,9 @@
 """Dataset readers: each turns a folder on disk into the one validated table.
 
 Every reader is a small function ``read_x(root, **options) -> DataFrame`` that
-sorts what it globs, so the table never depends on file-system order. The
-registry :data:`DATASETS` maps names to readers and :func:`build_dataset`
-looks them up with an error that lists the valid names.
+sorts what it globs, so the table never depends on file-system order. Each registers
+itself in :mod:`reid_htg.data.registry`, whose :func:`build_dataset` looks
+them up with an error that lists the valid names.
 """
 from __future__ import annotations
 
@@ -14,7 +14,14 @@ import re
 import numpy as np
 import pandas as pd
 
-from reid_htg.data.table import COLUMNS, DatasetError, make_table, require_dir, validate_table
+from reid_htg.data.registry import register
+from reid_htg.data.table import (
+    COLUMNS,
+    DatasetError,
+    make_table,
+    require_dir,
+    validate_table,
+)
 
 IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
 
@@ -199,9 +206,10 @@ def read_image_folder(root: str, train_fraction: float = 0.5) -> pd.DataFrame:
     """A folder per identity (``root/<identity>/<image>``), for class-level retrieval.
 
     Classes in sorted name order: the first ``train_fraction`` of them are
-    ``train``, the rest ``gallery`` (CUB-200 / Cars196 / SOP style, classes
-    disjoint). Class-level evaluation ranks the gallery against itself with
-    the query excluded (:func:`reid_htg.metrics.retrieval.recall_at_k`). The
+    ``train``, the rest ``test`` (the zero-shot protocol of CUB-200 / Cars196 /
+    SOP, classes disjoint; ``train_fraction=0`` gives an evaluation-only set).
+    Class-level evaluation ranks every test image against all the others, the
+    query excluded (:func:`reid_htg.metrics.evaluate_class_level`). The
     identity is the class's position in sorted order; the camera is 0.
     """
     require_dir(root, "image_folder")
@@ -214,7 +222,10 @@ def read_image_folder(root: str, train_fraction: float = 0.5) -> pd.DataFrame:
     rows = []
     for pid, cls in enumerate(classes):
         for path in _images(os.path.join(root, cls)):
-            rows.append((path, pid, 0, "train" if pid < n_train else "gallery"))
+            rows.append((path, pid, 0, "train" if pid < n_train else "test"))
+    if not rows:
+        raise DatasetError(f"image_folder: no images in {root!r}/<class>/ (expected root/<class>/<image>; found the folder(s) "
+                           f"{classes[:3]}{' ...' if len(classes) > 3 else ''}; if the classes sit one level down, point --data-root there)")
     return make_table(rows, "image_folder")
 
 
@@ -232,7 +243,7 @@ def read_csv_table(path: str) -> pd.DataFrame:
     return validate_table(df, name=f"csv {path}")
 
 
-DATASETS = {
+for _name, _reader in {
     "market1501": read_market1501,
     "dukemtmc": read_dukemtmc,
     "cuhk03": read_cuhk03,
@@ -240,22 +251,6 @@ DATASETS = {
     "msmt17": read_msmt17,
     "viper": read_viper,
     "image_folder": read_image_folder,
-    "csv": read_csv_table,
-}
-
-
-def build_dataset(name: str, root: str, **kwargs) -> pd.DataFrame:
-    """Read dataset ``name`` from ``root`` (for ``csv``, ``root`` is the CSV file).
-
-    The synthetic set (``name="synthetic"``) is generated into ``root`` on
-    first use; see :mod:`reid_htg.data.synthetic`.
-    """
-    if name == "synthetic":
-        from reid_htg.data.synthetic import read_synthetic
-
-        return read_synthetic(root, **kwargs)
-    if name not in DATASETS:
-        raise DatasetError(f"unknown dataset {name!r}; valid names: {sorted([*DATASETS, 'synthetic'])}")
-    if name != "csv" and not os.path.isdir(root):
-        raise DatasetError(f"{name}: data root {root!r} not found; pass --data-root pointing at the dataset")
-    return DATASETS[name](root, **kwargs)
+}.items():
+    register(_name, _reader)
+register("csv", read_csv_table, root_is_folder=False)

@@ -12,8 +12,15 @@ class PKSampler(torch.utils.data.Sampler):
 
     Each epoch, every identity's images are shuffled and cut into groups of K
     (an identity with fewer than K images, or a remainder, is filled by
-    sampling its own images again); batches draw P distinct identities from
-    those with groups left, so an epoch covers about every image once. Under
+    sampling its own images again). An epoch has
+    ``max(most groups of one identity, ceil(all groups / P))`` batches, the
+    same every epoch (the learning-rate schedule reads ``len(sampler)``);
+    each batch takes P distinct identities, first those whose groups would
+    not fit in the batches left, then others drawn with probability
+    proportional to their groups left, and tops up with a fresh group of an
+    identity already used up when fewer than P have groups left. So an epoch
+    visits about every image once even when a few identities hold most of the
+    images (data with 100 identities of 4 images and 10 of 100). Under
     distributed training every process builds the same epoch from the same
     seed and takes every ``world_size``-th batch, so the processes see disjoint
     batches and the same number of them.
@@ -40,37 +47,48 @@ class PKSampler(torch.utils.data.Sampler):
             raise ValueError(f"rank {rank} outside world_size {world_size}")
         self.p, self.k, self.seed, self.rank, self.world_size = p, k, seed, rank, world_size
         self.epoch = 0
-        self._len = None
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
 
     def _epoch_batches(self) -> list[list[int]]:
         rng = np.random.default_rng([self.seed, self.epoch])
+        labs = sorted(self.index)
         groups: dict[int, list[list[int]]] = {}
-        for lab in sorted(self.index):
+        for lab in labs:
             idx = rng.permutation(self.index[lab]).tolist()
             short = (-len(idx)) % self.k
             idx += rng.choice(self.index[lab], short, replace=True).tolist()
             groups[lab] = [idx[i : i + self.k] for i in range(0, len(idx), self.k)]
+        n_batches = self.num_batches()
         batches = []
-        avail = sorted(groups)
-        while len(avail) >= self.p:
-            chosen = rng.choice(len(avail), self.p, replace=False)
+        for b in range(n_batches):
+            left = np.array([len(groups[lab]) for lab in labs])
+            must = np.flatnonzero(left >= n_batches - b)  # would not fit in the batches left otherwise
+            chosen = list(rng.permutation(must)[: self.p])
+            cands = np.setdiff1d(np.flatnonzero(left > 0), chosen)
+            n = min(self.p - len(chosen), len(cands))
+            if n > 0:
+                chosen += list(rng.choice(cands, n, replace=False, p=left[cands] / left[cands].sum()))
+            if len(chosen) < self.p:  # fewer than P identities have groups left: fresh groups of used-up ones
+                spent = np.setdiff1d(np.arange(len(labs)), chosen)
+                chosen += list(rng.choice(spent, self.p - len(chosen), replace=False))
             batch = []
             for c in chosen:
-                batch += groups[avail[c]].pop()
+                lab = labs[c]
+                batch += groups[lab].pop() if groups[lab] else rng.choice(self.index[lab], self.k, replace=len(self.index[lab]) < self.k).tolist()
             batches.append(batch)
-            avail = [lab for lab in avail if groups[lab]]
         usable = len(batches) - len(batches) % self.world_size
         return batches[:usable][self.rank :: self.world_size]
 
+    def num_batches(self) -> int:
+        """Batches in one epoch over all processes (before the split): the same every epoch."""
+        counts = [-(-len(v) // self.k) for v in self.index.values()]
+        return max(max(counts), -(-sum(counts) // self.p))
+
     def __iter__(self):
-        batches = self._epoch_batches()
-        self._len = len(batches)
-        return iter(batches)
+        return iter(self._epoch_batches())
 
     def __len__(self) -> int:
-        if self._len is None:
-            self._len = len(self._epoch_batches())
-        return self._len
+        n = self.num_batches()
+        return (n - n % self.world_size) // self.world_size

@@ -24,6 +24,7 @@ import pandas as pd
 from PIL import Image, ImageDraw, ImageFilter
 
 from reid_htg.data.readers import read_market1501
+from reid_htg.data.registry import register
 
 # Per-camera look: RGB gain, brightness, blur radius, person scale, background.
 CAMERAS = (
@@ -155,3 +156,6 @@ def read_synthetic(root: str, **params) -> pd.DataFrame:
     df = read_market1501(root, name="synthetic")
     df.attrs["name"] = "synthetic"
     return df
+
+
+register("synthetic", read_synthetic, root_is_folder=False)  # generated into its root on first use

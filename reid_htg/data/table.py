@@ -8,7 +8,11 @@ columns ``path, pid, camid, split``:
   ``0`` distractors (Market-1501 convention); train pids are the dataset's own
   numbers and are relabelled to ``0..K-1`` by :func:`relabel` for training;
 - ``camid``: integer camera index;
-- ``split``: one of ``train``, ``query``, ``gallery``.
+- ``split``: one of ``train``, ``query``, ``gallery`` (re-ID: each query
+  against the gallery, Market-1501 rule) or ``test`` (class-level retrieval:
+  every test image is a query against all the other test images, itself
+  excluded; CUB-200 / Cars196 / SOP protocol). A dataset may lack ``train``
+  (an evaluation-only set) or have no evaluation split (training only).
 
 Extra columns are allowed and carried along.
 """
@@ -20,7 +24,7 @@ import numpy as np
 import pandas as pd
 
 COLUMNS = ("path", "pid", "camid", "split")
-SPLITS = ("train", "query", "gallery")
+SPLITS = ("train", "query", "gallery", "test")
 
 
 class DatasetError(ValueError):
@@ -85,27 +89,53 @@ def relabel(pids: np.ndarray) -> tuple[np.ndarray, dict[int, int]]:
     return np.searchsorted(uniq, pids).astype(np.int64), mapping
 
 
-def hold_out_identities(train: pd.DataFrame, n: int, seed: int = 0) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
-    """Carve a validation query/gallery out of the training identities.
+PROTOCOLS = ("reid", "class")  # query/gallery with the Market-1501 rule; a test split, every image against the others
+
+
+def eval_protocol(df: pd.DataFrame, forced: str | None = None) -> str:
+    """The evaluation protocol a table supports: ``reid`` (query + gallery) or ``class`` (a ``test`` split).
+
+    With both present, ``reid`` unless ``forced``. Raises :class:`DatasetError`
+    when the table has nothing to evaluate, or not what ``forced`` asks for.
+    """
+    has = {"reid": bool((df["split"] == "query").any() and (df["split"] == "gallery").any()), "class": bool((df["split"] == "test").any())}
+    if forced is not None:
+        if forced not in PROTOCOLS:
+            raise DatasetError(f"unknown protocol {forced!r}; use one of {list(PROTOCOLS)}")
+        if not has[forced]:
+            need = "query and gallery splits" if forced == "reid" else "a test split"
+            raise DatasetError(f"{df.attrs.get('name', 'dataset')}: protocol {forced!r} needs {need}, and this dataset has none")
+        return forced
+    if has["reid"]:
+        return "reid"
+    if has["class"]:
+        return "class"
+    raise DatasetError(f"{df.attrs.get('name', 'dataset')}: nothing to evaluate (no query + gallery, no test split)")
+
+
+def hold_out_identities(train: pd.DataFrame, n: int, seed: int = 0, protocol: str = "reid") -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Carve a validation set out of the training identities (classes).
 
     ``n`` identities, drawn with ``seed`` (not the run's seed: paired runs share
-    one validation set), leave the training split. Of their images, the first
-    (by path) of every (identity, camera) is a query and the rest form the
-    gallery, as in Market-1501's query construction; with the Market-1501 rule
-    a query matches that identity's images from the *other* cameras.
+    one validation set), leave the training split. With ``protocol="reid"`` the
+    first image (by path) of every (identity, camera) becomes a query and the
+    rest the gallery, as in Market-1501's query construction; with the
+    Market-1501 rule a query then matches that identity's images from the
+    *other* cameras. With ``protocol="class"`` every held-out image goes to a
+    ``test`` split (each against all the others).
 
     Args:
         train: training rows of a dataset table.
         n: identities to hold out (0 < n < number of training identities).
         seed: which identities.
+        protocol: ``reid`` or ``class``.
 
     Returns:
-        ``(train, query, gallery)``, each index reset; query/gallery rows
-        carry their split names.
+        ``(train, held_out)``, index reset; the held-out rows carry their new split names.
 
     Raises:
-        DatasetError: ``n`` out of range, or held-out identities seen by a
-            single camera (no cross-camera match could exist).
+        DatasetError: ``n`` out of range, or a re-ID split whose held-out
+            identities are each seen by a single camera (no cross-camera match could exist).
     """
     ids = np.unique(train["pid"].to_numpy())
     if not 0 < n < len(ids):
@@ -113,14 +143,15 @@ def hold_out_identities(train: pd.DataFrame, n: int, seed: int = 0) -> tuple[pd.
     held = np.sort(np.random.default_rng(seed).choice(ids, size=n, replace=False))
     is_val = train["pid"].isin(held)
     val = train[is_val].sort_values("path", kind="stable")
-    cams = val.groupby("pid")["camid"].nunique()
-    if (cams < 2).all():
-        raise DatasetError("data.val_ids: the held-out identities are each seen by one camera, so no query has a cross-camera match; "
-                           "this dataset has no camera structure for a re-ID validation split")
-    first = ~val.duplicated(["pid", "camid"])
-    query = val[first].assign(split="query").reset_index(drop=True)
-    gallery = val[~first].assign(split="gallery").reset_index(drop=True)
-    return train[~is_val].reset_index(drop=True), query, gallery
+    if protocol == "class":
+        val = val.assign(split="test")
+    else:
+        if (val.groupby("pid")["camid"].nunique() < 2).all():
+            raise DatasetError("data.val_ids: the held-out identities are each seen by one camera, so no query has a cross-camera match; "
+                               "this dataset has no camera structure for a re-ID validation split")
+        first = ~val.duplicated(["pid", "camid"])
+        val = val.assign(split=np.where(first, "query", "gallery"))
+    return train[~is_val].reset_index(drop=True), val.reset_index(drop=True)
 
 
 def split_of(df: pd.DataFrame, split: str) -> pd.DataFrame:

@@ -5,7 +5,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from reid_htg.losses.miners import active_fraction_all, mine_from_distances, pairwise_distance, row_distance
+from reid_htg.losses.miners import (
+    active_fraction_all,
+    mine_from_distances,
+    pairwise_distance,
+    row_distance,
+)
 
 
 def triplet_margin(d_ap: torch.Tensor, d_an: torch.Tensor, margin: float | None) -> torch.Tensor:

@@ -32,7 +32,6 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-
 AP_FORMULAS = ("noninterp", "official")
 DEFAULT_AP = "noninterp"
 

@@ -1,9 +1,13 @@
 """Class-level retrieval metrics (CUB-200, Cars196, SOP style): Recall@K, MAP@R, NMI.
 
 Every item is a query against all the others: the query itself is excluded
-from its own results.
+from its own results. Ties in distance are ranked by item index (a stable
+sort), the same convention as the re-ID evaluator, so duplicate vectors give
+well-defined results.
 """
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -17,11 +21,10 @@ def _neighbours(x: torch.Tensor, k: int, metric: str, chunk_size: int) -> torch.
     out = torch.empty(n, k, dtype=torch.long)
     for s in range(0, n, chunk_size):
         d = pairwise_distance(x[s : s + chunk_size], x, metric)
-        d[torch.arange(len(d)), torch.arange(s, s + len(d))] = float("inf")  # not its own neighbour
-        # A stable sort of the k+1 smallest keeps the tie order deterministic.
-        vals, idx = torch.topk(d, k, dim=1, largest=False, sorted=True)
-        order = torch.sort(vals, dim=1, stable=True).indices
-        out[s : s + len(d)] = idx.gather(1, order)
+        rows = torch.arange(len(d))
+        d[rows, rows + s] = float("inf")  # not its own neighbour
+        order = torch.sort(d, dim=1, stable=True).indices  # ties by index: exact, also at the k-th place
+        out[s : s + len(d)] = order[:, :k]
     return out
 
 
@@ -102,3 +105,68 @@ def nmi(embeddings, labels, seed: int = 0, n_init: int = 1) -> float:
     k = len(np.unique(y))
     pred = KMeans(n_clusters=k, n_init=n_init, random_state=seed).fit_predict(x)
     return float(normalized_mutual_info_score(y, pred))
+
+
+RECALL_KS = (1, 2, 4, 8)
+
+
+@dataclass
+class ClassLevelResult:
+    """What :func:`evaluate_class_level` returns; metrics are fractions in [0, 1]."""
+
+    recall: dict  # {K: Recall@K}
+    map_at_r: float
+    nmi: float
+    num_query: int
+    num_classes: int
+    num_single: int  # items whose class has no other item (no possible match)
+
+    def as_dict(self) -> dict:
+        out = {f"recall@{k}": v for k, v in self.recall.items()}
+        out.update({"map@r": self.map_at_r, "nmi": self.nmi, "num_query": self.num_query, "num_classes": self.num_classes,
+                    "num_single": self.num_single, "protocol": "class-level"})
+        return out
+
+    def format(self) -> str:
+        lines = [f"Recall@{k:<4} {100 * v:6.2f}%" for k, v in self.recall.items()]
+        lines += [f"MAP@R       {100 * self.map_at_r:6.2f}%", f"NMI         {100 * self.nmi:6.2f}%",
+                  f"queries     {self.num_query} (every test image against all the others)", f"classes     {self.num_classes}"]
+        if self.num_single:
+            lines.append(f"note        {self.num_single} image(s) alone in their class: no possible match (they count as misses)")
+        return "\n".join(lines)
+
+
+def evaluate_class_level(embeddings, labels, ks=RECALL_KS, metric: str = "cosine", nmi_seed: int = 0) -> ClassLevelResult:
+    """Recall@K (query excluded), MAP@R and NMI (k-means, k = number of classes, seeded) of one set of test embeddings.
+
+    Args:
+        embeddings: (N, D) features of the test images.
+        labels: (N,) classes.
+        ks: Recall@K values; those above N - 1 are left out.
+        metric: ``cosine`` or ``euclidean``.
+        nmi_seed: the k-means seed.
+    """
+    x, y = _prepare(embeddings, labels)
+    ks = tuple(k for k in ks if k <= len(x) - 1)
+    _, counts = np.unique(y, return_counts=True)
+    return ClassLevelResult(
+        recall=recall_at_k(x, y, ks, metric), map_at_r=map_at_r(x, y, metric), nmi=nmi(x, y, seed=nmi_seed),
+        num_query=len(x), num_classes=len(counts), num_single=int((counts == 1).sum()),
+    )
+
+
+def class_level_reference(embeddings, labels, ks=RECALL_KS, metric: str = "cosine") -> dict:
+    """Recall@K and MAP@R from a per-query loop with a full stable argsort of the same distances (the tests' reference)."""
+    x, y = _prepare(embeddings, labels)
+    dist = pairwise_distance(x, x, metric).numpy()
+    recalls, aps = {k: [] for k in ks}, []
+    for i in range(len(x)):
+        d = dist[i]
+        order = [j for j in np.argsort(d, kind="stable") if j != i]
+        hits = [y[j] == y[i] for j in order]
+        for k in ks:
+            recalls[k].append(any(hits[:k]))
+        r = int((y == y[i]).sum()) - 1
+        if r > 0:
+            aps.append(sum(np.mean(hits[: j + 1]) for j in range(r) if hits[j]) / r)
+    return {**{f"recall@{k}": float(np.mean(v)) for k, v in recalls.items()}, "map@r": float(np.mean(aps))}

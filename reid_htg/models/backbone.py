@@ -8,7 +8,11 @@ from torch import nn
 
 
 def _set_last_stride_one(model: nn.Module) -> None:
-    """Re-ID convention: block 4 keeps block 3's resolution (stride 1 instead of 2)."""
+    """Re-ID convention: block 4 keeps block 3's resolution (stride 1 instead of 2).
+
+    timm's ``feature_info`` is updated to match, so that ``reduction()`` stays
+    true for every caller that trusts it.
+    """
     layer4 = getattr(model, "layer4", None)
     if layer4 is None:
         raise ValueError("last_stride=1 needs a ResNet-style backbone with a 'layer4'")
@@ -24,6 +28,9 @@ def _set_last_stride_one(model: nn.Module) -> None:
                 m.stride = (1, 1)
             if isinstance(m, nn.AvgPool2d) and m.stride == 2:  # resnet*d variants pool in the shortcut
                 m.kernel_size, m.stride = 1, 1
+    for info in model.feature_info.info:
+        if info["module"].startswith("layer4"):
+            info["reduction"] //= 2
 
 
 def build_backbone(
@@ -35,7 +42,8 @@ def build_backbone(
     """A timm ResNet returning the feature maps of the given blocks.
 
     Args:
-        name: any timm ResNet name (``resnet18``, ``resnet50``, ``resnet50d``, ...).
+        name: any timm ResNet name (``resnet18``, ``resnet50``, ``resnet50d``, ...),
+            with or without a pretrained tag (``resnet50.a1_in1k``).
         out_indices: blocks to return (3 and 4 for the keypoint branches).
         last_stride: 1 (re-ID convention) or 2 (ImageNet).
         pretrained_path: a local weights file (``.pth``, ``.bin`` or
@@ -44,11 +52,12 @@ def build_backbone(
 
     Returns:
         A module whose forward returns a list of (B, C_i, H_i, W_i) tensors and
-        whose ``feature_info.channels()`` lists C_i.
+        whose ``feature_info.channels()`` and ``.reduction()`` list C_i and the
+        input-to-map stride of each (true after ``last_stride=1``).
     """
     if not name.startswith(("resnet", "seresnet", "resnext", "wide_resnet", "ecaresnet", "skresnet")):
         raise ValueError(f"backbone {name!r} is not a timm ResNet; use e.g. resnet18, resnet34, resnet50")
-    if name not in timm.list_models():
+    if not timm.is_model(name):  # accepts tagged names (resnet50.a1_in1k)
         raise ValueError(f"timm has no model {name!r}; see timm.list_models('resnet*')")
     kwargs = dict(features_only=True, out_indices=tuple(out_indices))
     if pretrained_path:
@@ -61,9 +70,3 @@ def build_backbone(
     elif last_stride != 2:
         raise ValueError(f"last_stride must be 1 or 2, got {last_stride}")
     return model
-
-
-def param_count(model: nn.Module) -> int:
-    return sum(p.numel() for p in model.parameters())
-
-

@@ -1,4 +1,10 @@
 """Retrieval backend: a FAISS gallery index with metadata, and evaluation through it."""
-from reid_htg.retrieval.index import INDEX_TYPES, GalleryIndex, GalleryIndexError, choose_index_type, model_fingerprint
+from reid_htg.retrieval.index import (
+    INDEX_TYPES,
+    GalleryIndex,
+    GalleryIndexError,
+    choose_index_type,
+    model_fingerprint,
+)
 
 __all__ = ["INDEX_TYPES", "GalleryIndex", "GalleryIndexError", "choose_index_type", "model_fingerprint"]

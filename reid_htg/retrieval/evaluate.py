@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from reid_htg.metrics.rank import DEFAULT_AP, RankResult, RankAccumulator, as_int_array
+from reid_htg.metrics.rank import DEFAULT_AP, RankAccumulator, RankResult, as_int_array
 from reid_htg.retrieval.index import GalleryIndex
 
 
@@ -26,7 +26,7 @@ def evaluate_with_index(
     Args:
         qf, gf: (Q, D) and (G, D) features; other labels as in :func:`reid_htg.metrics.evaluate_rank`.
         index_type: flat, hnsw, ivf or ivfpq.
-        metric: cosine or l2.
+        metric: cosine or euclidean.
         k: neighbours retrieved per query (None: the whole gallery).
     """
     q = np.ascontiguousarray(np.asarray(qf, np.float32))

@@ -8,7 +8,7 @@ Design:
   through FAISS's ID selectors, and :meth:`GalleryIndex.compact` rebuilds
   without them.
 - ``cosine`` indexes L2-normalised vectors by inner product and reports the
-  cosine distance 1 - cos; ``l2`` reports the Euclidean distance.
+  cosine distance 1 - cos; ``euclidean`` reports the Euclidean distance.
 - Index types, by name (:data:`INDEX_TYPES`): ``flat`` (exact), ``hnsw``,
   ``ivf`` (IVF-Flat), ``ivfpq`` (IVF-PQ whose shortlist of ``rerank * k`` is
   re-ranked with exact distances from the stored vectors). ``auto`` picks
@@ -37,7 +37,7 @@ import numpy as np
 import pandas as pd
 
 INDEX_TYPES = ("flat", "hnsw", "ivf", "ivfpq")
-METRICS = ("cosine", "l2")
+METRICS = ("cosine", "euclidean")  # the names of reid_htg.metrics.distance.METRICS
 FORMAT_VERSION = 1
 _FILES = ("index.faiss", "vectors.npy", "alive.npy", "metadata.csv")
 
@@ -80,7 +80,7 @@ class GalleryIndex:
 
     Args:
         dim: embedding size.
-        metric: ``cosine`` or ``l2``.
+        metric: ``cosine`` or ``euclidean`` (the old name ``l2`` is refused with the new one).
         index_type: one of :data:`INDEX_TYPES`.
         fingerprint: fingerprint of the model that made the embeddings (checked on add and search).
         params: index parameters: ``hnsw_m`` (32), ``ef_search`` (64), ``ef_construction`` (80),
@@ -88,6 +88,8 @@ class GalleryIndex:
     """
 
     def __init__(self, dim: int, metric: str = "cosine", index_type: str = "flat", fingerprint: str | None = None, params: dict | None = None):
+        if metric == "l2":
+            raise GalleryIndexError("metric 'l2' is now called 'euclidean' (the name evaluation uses); pass metric='euclidean'")
         if metric not in METRICS:
             raise GalleryIndexError(f"unknown metric {metric!r}; use one of {list(METRICS)}")
         if index_type not in INDEX_TYPES:
@@ -340,7 +342,7 @@ class GalleryIndex:
                 raise GalleryIndexError(f"{path}: file {f} is missing; the index is incomplete, rebuild it")
             if _sha256(fp) != man["sha256"][f]:
                 raise GalleryIndexError(f"{path}: file {f} does not match its checksum (truncated or altered); rebuild the index")
-        idx = cls(man["dim"], man["metric"], man["index_type"], man["fingerprint"], man["params"])
+        idx = cls(man["dim"], "euclidean" if man["metric"] == "l2" else man["metric"], man["index_type"], man["fingerprint"], man["params"])
         idx._check_fingerprint(fingerprint, "the caller's model")
         try:
             idx.index = faiss.read_index(os.path.join(path, "index.faiss"))

@@ -12,10 +12,15 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from reid_htg.augmenters.fgsm import fgsm, metric_attack_loss, normalized_bounds, pixel_step
+from reid_htg.augmenters.fgsm import (
+    fgsm,
+    metric_attack_loss,
+    normalized_bounds,
+    pixel_step,
+)
 from reid_htg.data.augment import normalize
 from reid_htg.data.dataset import ImageSet, sequential_batches
-from reid_htg.engine.extract import extract_features
+from reid_htg.features import extract_features
 from reid_htg.metrics import RankResult, evaluate_features
 from reid_htg.models import ReIDNet
 

@@ -1,11 +1,14 @@
-"""Checkpoints: atomic writes, with the config, code version and package versions that made them."""
+"""Checkpoints: atomic writes with the config, code version and package versions that made them; loading, the model inside, the newest run."""
 from __future__ import annotations
 
+import glob
 import os
 import platform
 import subprocess
 
 import torch
+
+from reid_htg.models import ReIDNet
 
 
 def code_version() -> str:
@@ -54,3 +57,21 @@ def load_checkpoint(path: str, map_location="cpu") -> dict:
     if not isinstance(state, dict) or "model" not in state or "config" not in state:
         raise RuntimeError(f"{path!r} is not a reid-htg checkpoint (no model or config inside)")
     return state
+
+
+def latest_checkpoint(runs_dir: str = "runs") -> str:
+    """The most recently written ``last.pt`` under ``runs_dir``."""
+    found = sorted(glob.glob(os.path.join(runs_dir, "**", "last.pt"), recursive=True), key=lambda p: (os.path.getmtime(p), p))
+    if not found:
+        raise FileNotFoundError(
+            f"no checkpoint under {runs_dir!r}; train one with `python tools/train_reid.py`, "
+            "or pass --checkpoint or --features"
+        )
+    return found[-1]
+
+
+def model_from_checkpoint(state: dict) -> ReIDNet:
+    """Rebuild the network a checkpoint was saved from and load its weights."""
+    model = ReIDNet(**state["model_args"])
+    model.load_state_dict(state["model"])
+    return model

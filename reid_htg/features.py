@@ -1,17 +1,14 @@
-"""Feature extraction: a model over an image set, and a checkpoint over its test split."""
+"""Feature extraction: a model over an image set, a checkpoint over image files or over a dataset's query and gallery."""
 from __future__ import annotations
-
-import glob
-import os
 
 import numpy as np
 import torch
 from tqdm import tqdm
 
-from reid_htg.data import build_dataset, split_of
+from reid_htg.checkpoint import load_checkpoint, model_from_checkpoint
+from reid_htg.data import build_dataset, eval_protocol, split_of
 from reid_htg.data.augment import normalize
 from reid_htg.data.dataset import ImageSet, sequential_batches
-from reid_htg.engine.checkpoint import load_checkpoint
 from reid_htg.models import ReIDNet
 
 
@@ -43,55 +40,47 @@ def embed_images(state: dict, paths, batch_size: int = 128, device=None, desc: s
     return extract_features(model, images, batch_size, default_device(device), desc=desc).numpy()
 
 
-def latest_checkpoint(runs_dir: str = "runs") -> str:
-    """The most recently written ``last.pt`` under ``runs_dir``."""
-    found = sorted(glob.glob(os.path.join(runs_dir, "**", "last.pt"), recursive=True), key=lambda p: (os.path.getmtime(p), p))
-    if not found:
-        raise FileNotFoundError(
-            f"no checkpoint under {runs_dir!r}; train one with `python tools/train_reid.py`, "
-            "or pass --checkpoint or --features"
-        )
-    return found[-1]
+def checkpoint_test_sets(path: str, dataset: str | None = None, data_root: str | None = None, protocol: str | None = None):
+    """A checkpoint's model and the image sets to evaluate it on, on the data it was trained for unless told otherwise.
 
+    Any dataset with an evaluation split works, training split or not
+    (cross-dataset testing on an evaluation-only set).
 
-def model_from_checkpoint(state: dict) -> ReIDNet:
-    """Rebuild the network a checkpoint was saved from and load its weights."""
-    model = ReIDNet(**state["model_args"])
-    model.load_state_dict(state["model"])
-    return model
-
-
-def checkpoint_test_sets(path: str, dataset: str | None = None, data_root: str | None = None):
-    """(model, {"query": ImageSet, "gallery": ImageSet}, description) for a checkpoint, on the data it was trained for unless told otherwise."""
+    Returns:
+        ``(model, sets, description, protocol)``: ``sets`` is ``{"query", "gallery"}``
+        (protocol ``reid``) or ``{"test"}`` (``class``) of :class:`ImageSet`.
+    """
     state = load_checkpoint(path)
     data = state["data_args"]
     name = dataset or data["dataset"]
     root = data_root or data["root"]
     args = data.get("args", {}) if name == data["dataset"] else {}
     df = build_dataset(name, root, **args)
+    protocol = eval_protocol(df, protocol)
     size = (data["height"], data["width"])
     sets = {}
-    for split in ("query", "gallery"):
+    for split in ("query", "gallery") if protocol == "reid" else ("test",):
         part = split_of(df, split)
-        if len(part) == 0:
-            raise ValueError(f"{name} at {root} has no {split} images to evaluate on")
         sets[split] = ImageSet(part["path"], part["pid"], part["camid"], size, cache=True, progress=False)
-    desc = f"{name} ({root}): {len(sets['query'])} query, {len(sets['gallery'])} gallery"
-    return model_from_checkpoint(state), sets, desc
+    desc = f"{name} ({root}): " + ", ".join(f"{len(v)} {k}" for k, v in sets.items())
+    return model_from_checkpoint(state), sets, desc, protocol
 
 
-def features_for_checkpoint(path: str, dataset: str | None = None, data_root: str | None = None, batch_size: int = 128, device=None) -> dict:
-    """Query and gallery features of a checkpoint's model, on the data it was trained for unless told otherwise.
+def features_for_checkpoint(path: str, dataset: str | None = None, data_root: str | None = None, batch_size: int = 128, device=None,
+                            protocol: str | None = None) -> dict:
+    """Evaluation features of a checkpoint's model, on the data it was trained for unless told otherwise.
 
     Returns:
-        ``{"qf", "gf", "q_pids", "g_pids", "q_camids", "g_camids", "description"}``.
+        ``{"qf", "gf", "q_pids", "g_pids", "q_camids", "g_camids"}`` (re-ID) or
+        ``{"tf", "t_pids"}`` (class-level), plus ``"description"`` and ``"protocol"``.
     """
-    model, sets, desc = checkpoint_test_sets(path, dataset, data_root)
+    model, sets, desc, protocol = checkpoint_test_sets(path, dataset, data_root, protocol)
     feats = {}
-    for split, key in (("query", "q"), ("gallery", "g")):
-        images = sets[split]
+    for split, images in sets.items():
+        key = split[0]
         feats[f"{key}f"] = extract_features(model, images, batch_size, default_device(device), desc=f"{split} features").numpy()
         feats[f"{key}_pids"] = images.labels.numpy()
-        feats[f"{key}_camids"] = images.camids.numpy()
-    feats["description"] = desc
+        if protocol == "reid":
+            feats[f"{key}_camids"] = images.camids.numpy()
+    feats["description"], feats["protocol"] = desc, protocol
     return feats

@@ -1,1 +1,0 @@
-"""Training support: optimisers and schedules, checkpoints, feature extraction, distributed helpers."""
