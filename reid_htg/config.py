@@ -94,8 +94,8 @@ class HTGConfig:
     g_steps: int = 1  # G updates per iteration
     distance: str = "euclidean"  # euclidean or sqeuclidean (on L2-normalised features when loss.normalize)
     margin: typing.Optional[float] = 0.3  # HTG's own margin (G's reversed hinge and F's hard term)
-    mining: str = "batch_hard"  # batch_hard, batch_all or semi_hard: the triplets G and F's hard term use
-    g_target: str = "reversed"  # reversed (hinge, gap -> -margin) or hard (gap -> 0)
+    mining: str = "semi_hard"  # batch_hard, batch_all or semi_hard: the triplets G and F's hard term use (README: the variant table)
+    g_target: str = "hard"  # hard (gap -> 0) or reversed (hinge, gap -> -margin)
     g_triplet: float = 1.0  # weight of G's triplet target
     g_label: float = 1.0  # weight of G's label preservation
     g_close: float = 0.0  # optional weight keeping G(f) near f (relative to |f|)
