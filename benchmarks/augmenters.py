@@ -42,7 +42,6 @@ import subprocess
 import sys
 
 import numpy as np
-import torch
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
@@ -83,15 +82,16 @@ def cpu_seconds(run_dir: str) -> float:
 
 def train_gan(model: str, cfg_file: str, data_root: str, out: str, device: str | None) -> float:
     """Train (or finish) a GAN run; its training seconds."""
+    from reid_htg.checkpoint import load_checkpoint
     from reid_htg.config import GANConfig, load_config
 
     epochs = load_config(GANConfig, cfg_file).epochs
     ckpt = os.path.join(out, "last.pt")
-    state = torch.load(ckpt, map_location="cpu", weights_only=False) if os.path.isfile(ckpt) else None
+    state = load_checkpoint(ckpt) if os.path.isfile(ckpt) else None
     if state is None or state["epoch"] < epochs:
         cmd = [sys.executable, os.path.join(ROOT, "tools", "train_gan.py"), "--config", cfg_file, "--data-root", data_root, "--output-dir", out]
         sh(cmd + (["--resume"] if state is not None else []) + (["--device", device] if device else []), os.path.join(out, "cpu_seconds.txt"))
-        state = torch.load(ckpt, map_location="cpu", weights_only=False)
+        state = load_checkpoint(ckpt)
     return float(state["train_seconds"])
 
 
@@ -180,6 +180,8 @@ def main() -> None:
                        "--output-dir", out, f"seed={seed}", f"name={arm}_s{seed}", *(e.format(gan=gan_dirs.get(gan)) for e in extra), *args.overrides]
                 if os.path.isfile(os.path.join(out, "last.pt")):
                     cmd.append("--resume")
+                elif os.path.isdir(out):
+                    cmd.append("--overwrite")  # killed before its first checkpoint: nothing to keep
                 if args.device:
                     cmd += ["--device", args.device]
                 sh(cmd, os.path.join(out, "cpu_seconds.txt"))

@@ -60,6 +60,8 @@ def main() -> None:
                    "--output-dir", out, f"seed={seed}", f"name={arm}_s{seed}", *ARMS[arm], *args.overrides]
             if os.path.isfile(os.path.join(out, "last.pt")):
                 cmd.append("--resume")
+            elif os.path.isdir(out):
+                cmd.append("--overwrite")  # killed before its first checkpoint: nothing to keep
             print("running:", " ".join(cmd), flush=True)
             subprocess.run(cmd, check=True)
     rows = []

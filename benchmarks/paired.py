@@ -48,6 +48,7 @@ DATASETS = {  # name -> (config, default data root, protocol)
     "small": ("augmenters_small.yaml", os.path.join(SHARED, "cuhk03"), "CUHK03-pair1, small setting (ResNet-10-T, 32x16, 3 epochs)"),
     "cuhk03": ("cuhk03_cpu.yaml", os.path.join(SHARED, "cuhk03"), "CUHK03-pair1, CPU recipe (ResNet-18, 64x32, 8 epochs)"),
     "market": ("market_cpu.yaml", os.path.join(SHARED, "market1501"), "Market-501/250, CPU recipe (ResNet-18, 64x32)"),
+    "cub50": ("cub50_cpu.yaml", os.path.join(SHARED, "cub50", "images"), "CUB-50, CPU recipe (ResNet-18, 64x64, 20 epochs)"),
 }
 HTG = ["htg.enabled=true"]
 BH_REV = HTG + ["htg.mining=batch_hard", "htg.g_target=reversed"]  # the first implementation's choices
@@ -107,6 +108,8 @@ def run(dataset: str, arm: str, overrides: list[str], seed: int, args) -> None:
     cmd += args.overrides
     if os.path.isfile(os.path.join(out, "last.pt")):
         cmd.append("--resume")
+    elif os.path.isdir(out):
+        cmd.append("--overwrite")  # killed before its first checkpoint: nothing to keep
     print("running:", shlex.join(cmd), flush=True)
     subprocess.run(cmd, check=True)
 

@@ -11,6 +11,10 @@ import torch
 from reid_htg.models import ReIDNet
 
 
+class CheckpointError(ValueError):
+    """A file that is not a checkpoint this code can load safely, or not the kind the caller needs."""
+
+
 def code_version() -> str:
     """``git describe`` of the package's repository, or the package version when not in a checkout."""
     here = os.path.dirname(os.path.abspath(__file__))
@@ -35,7 +39,7 @@ def package_versions() -> dict[str, str]:
     import numpy
     import timm
 
-    return {"python": platform.python_version(), "torch": torch.__version__, "timm": timm.__version__, "numpy": numpy.__version__}
+    return {"python": platform.python_version(), "torch": str(torch.__version__), "timm": str(timm.__version__), "numpy": str(numpy.__version__)}
 
 
 def save_checkpoint(state: dict, path: str) -> None:
@@ -47,15 +51,21 @@ def save_checkpoint(state: dict, path: str) -> None:
 
 
 def load_checkpoint(path: str, map_location="cpu") -> dict:
-    """Load a checkpoint written by :func:`save_checkpoint`, with an error naming a missing or damaged file."""
+    """Load a checkpoint written by :func:`save_checkpoint`, with an error naming a missing or damaged file.
+
+    Loading is ``weights_only``: tensors and plain Python types only, so a
+    file whose pickle would run code is refused instead of executed.
+    """
     if not os.path.isfile(path):
         raise FileNotFoundError(f"checkpoint {path!r} not found")
     try:
-        state = torch.load(path, map_location=map_location, weights_only=False)
+        state = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as exc:  # noqa: BLE001 - torch raises many types for a damaged file
-        raise RuntimeError(f"checkpoint {path!r} cannot be read ({type(exc).__name__}: {exc}); it is damaged or not a checkpoint") from None
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        raise CheckpointError(f"checkpoint {path!r} cannot be read safely ({type(exc).__name__}: {first}); "
+                           "it is damaged, not a checkpoint, or holds objects other than tensors and plain types") from None
     if not isinstance(state, dict) or "model" not in state or "config" not in state:
-        raise RuntimeError(f"{path!r} is not a reid-htg checkpoint (no model or config inside)")
+        raise CheckpointError(f"{path!r} is not a reid-htg checkpoint (no model or config inside)")
     return state
 
 
@@ -70,8 +80,18 @@ def latest_checkpoint(runs_dir: str = "runs") -> str:
     return found[-1]
 
 
+def require_reid(state: dict) -> dict:
+    """``state`` if it holds a re-ID model of tools/train_reid.py, else a :class:`CheckpointError` saying what it is."""
+    if state.get("kind") == "gan":
+        raise CheckpointError("this is a GAN checkpoint of tools/train_gan.py, not a re-ID model; pass a checkpoint of tools/train_reid.py")
+    if "model_args" not in state or "data_args" not in state:
+        raise CheckpointError("this checkpoint holds no re-ID model (no model_args/data_args); pass a checkpoint of tools/train_reid.py")
+    return state
+
+
 def model_from_checkpoint(state: dict) -> ReIDNet:
     """Rebuild the network a checkpoint was saved from and load its weights."""
+    require_reid(state)
     model = ReIDNet(**state["model_args"])
     model.load_state_dict(state["model"])
     return model

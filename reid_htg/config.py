@@ -245,8 +245,63 @@ def _merge(base: dict, new: dict) -> dict:
     return out
 
 
+def check_train_config(cfg: TrainConfig) -> TrainConfig:
+    """Validate a re-ID config before any data is read; raise :class:`ConfigError` naming the key and the valid values."""
+    from reid_htg.htg import G_TARGETS
+    from reid_htg.htg import OPTIMIZERS as HTG_OPTIMIZERS
+    from reid_htg.losses.miners import DISTANCES, MINERS
+    from reid_htg.optim import OPTIMIZERS, SCHEDULES
+
+    problems = []
+
+    def need(ok: bool, msg: str):
+        if not ok:
+            problems.append(msg)
+
+    def one_of(key: str, value, valid):
+        need(value in valid, f"{key}={value!r} is not one of {list(valid)}")
+
+    d, m, o, h, a = cfg.data, cfg.model, cfg.optim, cfg.htg, cfg.augmenters
+    need(cfg.epochs >= 1, f"epochs={cfg.epochs} must be >= 1")
+    need(d.p >= 2, f"data.p={d.p} must be >= 2 (identities per batch)")
+    need(d.k >= (2 if cfg.loss.triplet or h.enabled else 1), f"data.k={d.k} must be >= 2: the triplet loss needs two images of an identity")
+    need(d.height >= 16 and d.width >= 16, f"data.height x data.width = {d.height} x {d.width}: the backbone needs at least 16 x 16")
+    need(0.0 <= d.erasing <= 1.0, f"data.erasing={d.erasing} is a probability, within [0, 1]")
+    need(d.pad >= 0 and d.val_ids >= 0, "data.pad and data.val_ids must be >= 0")
+    need(m.backbone.startswith(("resnet", "seresnet", "resnext", "wide_resnet", "ecaresnet", "skresnet")),
+         f"model.backbone={m.backbone!r} is not a timm ResNet (e.g. resnet18, resnet50, resnet50.a1_in1k)")
+    need(set(m.keypoint_blocks) <= {3, 4}, f"model.keypoint_blocks={list(m.keypoint_blocks)} must be within the backbone stages [3, 4]")
+    need(m.global_feature or bool(m.keypoint_blocks), "model.global_feature=false needs keypoint blocks")
+    one_of("model.last_stride", m.last_stride, (1, 2))
+    one_of("model.classifier", m.classifier, ("biasless", "cosine"))
+    one_of("model.eval_feature", m.eval_feature, ("bn", "pre"))
+    need(m.embed_dim >= 0, f"model.embed_dim={m.embed_dim} must be >= 0")
+    need(cfg.loss.margin is None or cfg.loss.margin > 0, f"loss.margin={cfg.loss.margin} must be > 0 (or null for the soft margin)")
+    need(0.0 <= cfg.loss.label_smoothing < 1.0, f"loss.label_smoothing={cfg.loss.label_smoothing} must be within [0, 1)")
+    one_of("optim.optimizer.name", o.optimizer.name, sorted(OPTIMIZERS))
+    lr = o.optimizer.args.get("lr")
+    need(lr is None or (isinstance(lr, (int, float)) and lr > 0), f"optim.optimizer.args.lr={lr} must be > 0")
+    one_of("optim.schedule", o.schedule, SCHEDULES)
+    need(o.warmup_epochs >= 0, f"optim.warmup_epochs={o.warmup_epochs} must be >= 0")
+    if h.enabled:
+        need(h.lr > 0, f"htg.lr={h.lr} must be > 0")
+        need(h.margin is None or h.margin > 0, f"htg.margin={h.margin} must be > 0 (or null)")
+        need(h.start_active is None or 0.0 <= h.start_active <= 1.0, f"htg.start_active={h.start_active} is a fraction, within [0, 1]")
+        one_of("htg.optimizer", h.optimizer, HTG_OPTIMIZERS)
+        one_of("htg.distance", h.distance, DISTANCES)
+        one_of("htg.mining", h.mining, MINERS)
+        one_of("htg.g_target", h.g_target, G_TARGETS)
+        need(h.d_steps >= 1 and h.g_steps >= 0, "htg.d_steps must be >= 1 and htg.g_steps >= 0")
+    for key in ("lsro_ratio", "camstyle_ratio", "fgsm_ratio"):
+        need(getattr(a, key) >= 0, f"augmenters.{key}={getattr(a, key)} must be >= 0")
+    need(0.0 <= a.fgsm_eps <= 1.0 and 0.0 <= a.camstyle_smoothing < 1.0, "augmenters.fgsm_eps must be within [0, 1], camstyle_smoothing within [0, 1)")
+    if problems:
+        raise ConfigError("; ".join(problems))
+    return cfg
+
+
 def load_config(cls=TrainConfig, path: str | None = None, overrides=()):
-    """Load ``cls``: its defaults, then a YAML file over them, then ``key=value`` overrides."""
+    """Load ``cls``: its defaults, then a YAML file over them, then ``key=value`` overrides (a re-ID config is then validated)."""
     data = {}
     if path:
         with open(path) as fh:
@@ -254,7 +309,8 @@ def load_config(cls=TrainConfig, path: str | None = None, overrides=()):
         if not isinstance(data, dict):
             raise ConfigError(f"{path}: a config file must be a mapping")
     data = apply_overrides(_merge(to_dict(cls()), data), overrides)
-    return from_dict(cls, data)
+    cfg = from_dict(cls, data)
+    return check_train_config(cfg) if cls is TrainConfig else cfg
 
 
 def save_config(cfg, path: str) -> None:

@@ -3,13 +3,13 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-from tqdm import tqdm
 
-from reid_htg.checkpoint import load_checkpoint, model_from_checkpoint
+from reid_htg.checkpoint import load_checkpoint, model_from_checkpoint, require_reid
 from reid_htg.data import build_dataset, eval_protocol, split_of
 from reid_htg.data.augment import normalize
 from reid_htg.data.dataset import ImageSet, sequential_batches
 from reid_htg.models import ReIDNet
+from reid_htg.utils.progress import progress as progress_bar
 
 
 def default_device(device: str | None = None) -> torch.device:
@@ -24,7 +24,7 @@ def extract_features(model: ReIDNet, images: ImageSet, batch_size: int = 128, de
     model.eval().to(device)
     out = []
     batches = sequential_batches(len(images), batch_size)
-    for idx in tqdm(batches, desc=desc, disable=None if progress else True, leave=False):
+    for idx in progress_bar(batches, desc=desc, enabled=progress):
         x, _, _ = images.batch(idx)
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
             out.append(model.extract(normalize(x.to(device, non_blocking=True))).float().cpu())
@@ -34,7 +34,7 @@ def extract_features(model: ReIDNet, images: ImageSet, batch_size: int = 128, de
 
 def embed_images(state: dict, paths, batch_size: int = 128, device=None, desc: str = "embedding") -> np.ndarray:
     """(N, D) float32 retrieval features of image files with a checkpoint's model, at its training size."""
-    model = model_from_checkpoint(state)
+    model = model_from_checkpoint(state)  # refuses a GAN checkpoint before data_args is read
     size = (state["data_args"]["height"], state["data_args"]["width"])
     images = ImageSet(list(paths), np.zeros(len(paths), np.int64), np.zeros(len(paths), np.int64), size, cache=False)
     return extract_features(model, images, batch_size, default_device(device), desc=desc).numpy()
@@ -50,7 +50,7 @@ def checkpoint_test_sets(path: str, dataset: str | None = None, data_root: str |
         ``(model, sets, description, protocol)``: ``sets`` is ``{"query", "gallery"}``
         (protocol ``reid``) or ``{"test"}`` (``class``) of :class:`ImageSet`.
     """
-    state = load_checkpoint(path)
+    state = require_reid(load_checkpoint(path))
     data = state["data_args"]
     name = dataset or data["dataset"]
     root = data_root or data["root"]

@@ -6,6 +6,7 @@ import math
 import torch
 
 OPTIMIZERS = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW, "sgd": torch.optim.SGD}
+SCHEDULES = ("cosine", "step", "constant")
 
 
 def build_optimizer(name: str, params, **kwargs) -> torch.optim.Optimizer:
@@ -44,4 +45,4 @@ def lr_factor(
         return gamma ** sum(epoch >= m for m in milestones)
     if schedule == "constant":
         return 1.0
-    raise ValueError(f"unknown schedule {schedule!r}; use cosine, step or constant")
+    raise ValueError(f"unknown schedule {schedule!r}; use one of {list(SCHEDULES)}")

@@ -196,3 +196,16 @@ def test_evaluation_only_and_class_level_sets_are_checked(tmp_path):
     pd.DataFrame({**rows, "split": ["train", "train", "query", "query"]}).to_csv(half, index=False)
     rep = check_dataset(build_dataset("csv", str(half)), progress=False)
     assert not rep["usable"] and "'gallery' has none" in rep["problems"][0]["message"]
+
+
+def test_sixteen_bit_png_is_scaled_not_clipped(tmp_path):
+    from PIL import Image
+
+    from reid_htg.data.dataset import load_image
+
+    a = np.tile(np.linspace(0, 65535, 32).astype(np.uint16), (64, 1))
+    Image.fromarray(a).save(tmp_path / "g16.png")
+    assert Image.open(tmp_path / "g16.png").mode.startswith("I;16")
+    x = load_image(str(tmp_path / "g16.png"), (64, 32))
+    assert x.shape == (3, 64, 32) and int(x.min()) == 0 and int(x.max()) == 255
+    assert len(np.unique(x[0, 0].numpy())) > 16  # a ramp, not a white image

@@ -22,24 +22,24 @@ def gans(tmp_path_factory):
 
 
 def test_train_gan_writes_grids_checkpoints_and_losses(gans):
-    for name, grids in (("dcgan", ["iter_000002", "iter_000004", "iter_000006", "iter_000008", "epoch_001", "epoch_002"]),
-                        ("cyclegan", ["iter_000002", "iter_000004", "epoch_001"])):
+    for name, grids in (("dcgan", ["iter_000001", "iter_000002", "iter_000004", "iter_000006", "iter_000008", "epoch_001", "epoch_002"]),
+                        ("cyclegan", ["iter_000001", "iter_000002", "iter_000004", "epoch_001"])):  # a first grid after iteration 1
         out = gans / name
         assert sorted(p.stem for p in (out / "samples").glob("*.png")) == sorted(grids)
         assert (out / "losses.png").is_file() and (out / "config.yaml").is_file()
         lines = (out / "losses.csv").read_text().splitlines()
         assert len(lines) == 1 + (8 if name == "dcgan" else 4)
-        state = torch.load(out / "last.pt", weights_only=False)
+        state = torch.load(out / "last.pt", weights_only=True)
         assert state["kind"] == "gan" and state["model"] == name and state["train_seconds"] > 0
-    assert list(torch.load(gans / "cyclegan" / "last.pt", weights_only=False)["cameras"]) == [0, 1]
+    assert list(torch.load(gans / "cyclegan" / "last.pt", weights_only=True)["cameras"]) == [0, 1]
 
 
 def test_train_gan_resume_continues_exactly(gans):
     train_gan(gans, "dc_resumed", "--model", "dcgan", "epochs=1", "ngf=8", "ndf=8", "nz=16")
     res = train_gan(gans, "dc_resumed", "--model", "dcgan", "epochs=2", "ngf=8", "ndf=8", "nz=16", "--resume")
     assert "resumed from" in res.stdout
-    a = torch.load(gans / "dcgan" / "last.pt", weights_only=False)["model_state"]
-    b = torch.load(gans / "dc_resumed" / "last.pt", weights_only=False)["model_state"]
+    a = torch.load(gans / "dcgan" / "last.pt", weights_only=True)["model_state"]
+    b = torch.load(gans / "dc_resumed" / "last.pt", weights_only=True)["model_state"]
     assert all(torch.equal(a[k], b[k]) for k in a)
     assert len((gans / "dc_resumed" / "losses.csv").read_text().splitlines()) == 1 + 8
 

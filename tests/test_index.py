@@ -154,3 +154,81 @@ def test_fingerprint_depends_on_weights():
     a = {"w": torch.ones(2, 2)}
     b = {"w": torch.ones(2, 2) * 1.0001}
     assert model_fingerprint(a) == model_fingerprint({"w": torch.ones(2, 2)}) != model_fingerprint(b)
+
+
+def test_save_replaces_only_an_index_and_refuses_other_paths(tmp_path, rng):
+    x, meta, _ = _clustered(rng, n=200)
+    idx = GalleryIndex.build(x, meta, index_type="flat")
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "precious.txt").write_text("keep me")
+    with pytest.raises(GalleryIndexError, match="not an index folder"):
+        idx.save(str(tmp_path / "mine"))
+    assert (tmp_path / "mine" / "precious.txt").read_text() == "keep me"
+    idx.save(str(tmp_path / "index"))
+    idx.save(str(tmp_path / "index"))  # replacing our own index is fine
+    assert len(GalleryIndex.load(str(tmp_path / "index"))) == 200
+
+
+def test_every_save_loads_back_after_add_delete_compact(tmp_path, rng):
+    x, meta, _ = _clustered(rng, n=300)
+    idx = GalleryIndex.build(x[:200], meta[:200], index_type="hnsw")
+    with pytest.raises(GalleryIndexError, match="missing"):
+        idx.add(x[200:210])  # no metadata for an index that has metadata columns: refused, not NaN-filled
+    idx.add(x[200:], meta[200:])
+    idx.save(str(tmp_path / "i"))
+    idx.delete(np.arange(0, 50))
+    idx.save(str(tmp_path / "i"))
+    again = GalleryIndex.load(str(tmp_path / "i"))
+    assert len(again) == 250
+    again.compact()
+    again.save(str(tmp_path / "i"))
+    final = GalleryIndex.load(str(tmp_path / "i"))
+    assert len(final) == 250 and list(final.meta.columns) == ["gallery_id", "path", "pid", "camid"]
+    bare = GalleryIndex.build(x[:20], None, index_type="flat")  # no metadata at all: only ids
+    bare.add(x[20:30])
+    bare.save(str(tmp_path / "bare"))
+    assert len(GalleryIndex.load(str(tmp_path / "bare"))) == 30
+
+
+@pytest.mark.parametrize("index_type", ["flat", "hnsw"])
+def test_searches_and_a_writer_together(rng, index_type):
+    x, meta, centers = _clustered(rng, n=2000)
+    idx = GalleryIndex.build(x[:1000], meta[:1000], index_type=index_type)
+    errors, stop = [], threading.Event()
+
+    def searcher():
+        while not stop.is_set():
+            try:
+                table = idx.search(centers[:5], k=10)
+                assert len(table) == 50
+            except Exception as exc:  # noqa: BLE001 - any failure is the test's finding
+                errors.append(exc)
+                return
+
+    threads = [threading.Thread(target=searcher) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for s in range(1000, 2000, 50):
+        idx.add(x[s : s + 50], meta[s : s + 50])
+        idx.delete([s])
+    stop.set()
+    for t in threads:
+        t.join()
+    assert not errors, errors[:1]
+    assert len(idx) == 2000 - 20
+
+
+def test_damaged_or_edited_manifest_is_refused(tmp_path, rng):
+    import json
+
+    x, meta, _ = _clustered(rng, n=100)
+    GalleryIndex.build(x, meta, index_type="flat").save(str(tmp_path / "i"))
+    path = tmp_path / "i" / "manifest.json"
+    good = json.loads(path.read_text())
+    for bad, word in ((dict(good, metric="euclidean"), "edited"), ({k: v for k, v in good.items() if k != "sha256"}, "lacks"),
+                      ([1, 2], "not a JSON object")):
+        path.write_text(json.dumps(bad))
+        with pytest.raises(GalleryIndexError, match=word):
+            GalleryIndex.load(str(tmp_path / "i"))
+    with pytest.raises(GalleryIndexError, match="unknown index parameter"):
+        GalleryIndex.build(x, meta, index_type="ivf", nlst=4)

@@ -54,7 +54,7 @@ def test_training_learns(trained):
     assert "rank-1" in res.stdout
     for f in ("config.yaml", "last.pt", "metrics.csv"):
         assert (out_dir / f).is_file()
-    state = torch.load(out_dir / "last.pt", weights_only=False)
+    state = torch.load(out_dir / "last.pt", weights_only=True)
     assert state["epoch"] == 8 and "torch" in state["versions"] and state["code_version"]
 
 
@@ -79,14 +79,14 @@ def test_killed_run_resumes_exactly(tmp_path):
         time.sleep(0.05)
     proc.kill()  # during the second epoch: the first epoch's checkpoint is all that survives
     proc.wait()
-    assert torch.load(ckpt, weights_only=False)["epoch"] == 1
+    assert torch.load(ckpt, weights_only=True)["epoch"] == 1
     res = run("train_reid.py", *args[2:], "--resume")
     assert "resumed" in res.stdout
     a, b = metrics(full), metrics(killed)
     assert [r["epoch"] for r in b] == ["1", "2"]
     assert float(a[1]["loss"]) == pytest.approx(float(b[1]["loss"]), rel=1e-4)
-    wa = torch.load(full / "last.pt", weights_only=False)["model"]
-    wb = torch.load(ckpt, weights_only=False)["model"]
+    wa = torch.load(full / "last.pt", weights_only=True)["model"]
+    wb = torch.load(ckpt, weights_only=True)["model"]
     assert all(torch.allclose(wa[k].float(), wb[k].float(), atol=1e-4) for k in wa)
 
 
@@ -122,7 +122,13 @@ def test_htg_run_logs_diagnostics_and_plots(tmp_path):
     rows = metrics(out_dir)
     assert rows[0]["gen_active"] == "" and rows[1]["gen_active"] != ""  # adversarial steps start after the warm-up
     assert 0.0 <= float(rows[1]["gen_active"]) <= 1.0 and float(rows[1]["d_loss"]) > 0
+    for key in ("d_auc", "d_id_acc", "g_shift", "emb_norm", "gap_change", "tri_active_all"):
+        assert rows[1][key] != "", key
+    assert float(rows[1]["emb_norm"]) > 0 and 0.0 <= float(rows[1]["d_auc"]) <= 1.0
+    assert [r["htg_on"] for r in rows] == ["0", "1"]
     assert (out_dir / "curves.png").stat().st_size > 1000
+    late, res = train(tmp_path, "late", "htg.enabled=true", "htg.warmup_epochs=1", "htg.start_active=0.0", epochs=2)
+    assert [r["htg_on"] for r in metrics(late)] == ["0", "0"] and "HTG starts" not in res.stdout  # the active fraction never fell below 0
 
 
 def test_unreadable_training_image_is_named_or_skipped(tmp_path):
@@ -206,5 +212,36 @@ def test_metrics_row_and_checkpoint_survive_a_failed_evaluation(tmp_path, monkey
     out = tmp_path / "r"
     code = train_reid.main(["--data-root", str(tmp_path / "syn"), "--output-dir", str(out), "name=r", "epochs=1", *TINY])
     assert code == 0
-    assert torch.load(out / "last.pt", weights_only=False)["epoch"] == 1
+    assert torch.load(out / "last.pt", weights_only=True)["epoch"] == 1
     assert len(metrics(out)) == 1 and metrics(out)[0]["rank1"] == ""
+
+
+def test_a_checkpoint_that_would_run_code_is_refused(tmp_path):
+    marker = tmp_path / "pwned"
+
+    class Payload:
+        def __reduce__(self):
+            return (os.system, (f"touch {marker}",))
+
+    torch.save({"model": {}, "config": {}, "x": Payload()}, tmp_path / "last.pt")
+    for tool, args in (("eval.py", ["--checkpoint", str(tmp_path / "last.pt")]), ("embed.py", ["--checkpoint", str(tmp_path / "last.pt"),
+                       "--dataset", "synthetic", "--data-root", str(tmp_path / "syn"), "--split", "query", "--out", str(tmp_path / "q.npz")])):
+        res = run(tool, *args, check=False)
+        assert res.returncode != 0 and "cannot be read safely" in res.stderr, res.stderr[-500:]
+    assert not marker.exists()
+
+
+def test_rerun_needs_resume_or_overwrite_and_resume_trims_rows(tmp_path):
+    out, _ = train(tmp_path, "r", epochs=1)
+    before = (out / "metrics.csv").read_text()
+    res = run("train_reid.py", "--data-root", str(tmp_path / "syn"), "--output-dir", str(out), "name=r", "epochs=1", *TINY, check=False)
+    assert res.returncode == 2 and "already holds a run" in res.stderr and (out / "metrics.csv").read_text() == before
+    # a kill between the metrics row and the checkpoint: a row past the checkpoint's epoch, and a stale temporary file
+    with open(out / "metrics.csv", "a") as fh:
+        fh.write("2," + ",".join(["0.5"] * (len(before.splitlines()[0].split(",")) - 1)) + "\n")
+    (out / "last.pt.tmp999").write_bytes(b"partial")
+    res = run("train_reid.py", "--data-root", str(tmp_path / "syn"), "--output-dir", str(out), "name=r", *TINY, "--resume", "epochs=2")
+    assert "resumed" in res.stdout  # `--resume epochs=2` is an override, not a checkpoint path
+    assert [r["epoch"] for r in metrics(out)] == ["1", "2"] and not (out / "last.pt.tmp999").exists()
+    res = run("train_reid.py", "--data-root", str(tmp_path / "syn"), "--output-dir", str(out), "name=r", "epochs=1", *TINY, "--overwrite")
+    assert len(metrics(out)) == 1

@@ -15,6 +15,7 @@ import time
 
 import yaml
 
+from reid_htg.cli import run_tool
 from reid_htg.retrieval import INDEX_TYPES, GalleryIndex, GalleryIndexError
 from reid_htg.retrieval.files import EmbeddingsFileError, load_embeddings
 
@@ -47,4 +48,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_tool(main))

@@ -18,6 +18,7 @@ import argparse
 import json
 import sys
 
+from reid_htg.cli import run_tool
 from reid_htg.data import DATASETS, DatasetError, build_dataset, check_dataset
 
 
@@ -60,4 +61,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_tool(main))

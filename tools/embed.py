@@ -16,7 +16,8 @@ import sys
 import numpy as np
 
 from reid_htg.checkpoint import load_checkpoint
-from reid_htg.data import SPLITS, DatasetError, build_dataset, split_of
+from reid_htg.cli import run_tool
+from reid_htg.data import SPLITS, build_dataset, split_of
 from reid_htg.data.readers import list_images
 from reid_htg.features import embed_images
 from reid_htg.retrieval import model_fingerprint
@@ -34,6 +35,8 @@ def main(argv=None) -> int:
     ap.add_argument("--batch-size", type=int, default=128)
     ap.add_argument("--device")
     args = ap.parse_args(argv)
+    if not args.out.endswith(".npz"):
+        raise SystemExit(f"error: --out {args.out!r} must end in .npz (numpy would add the suffix and the tools would not find the file)")
     try:
         state = load_checkpoint(args.checkpoint)
         if args.images:
@@ -47,7 +50,7 @@ def main(argv=None) -> int:
             columns = {c: part[c].to_numpy() for c in ("path", "pid", "camid", "split")}
             columns["path"] = columns["path"].astype(str)
             columns["split"] = columns["split"].astype(str)
-    except (DatasetError, FileNotFoundError, RuntimeError) as exc:
+    except (ValueError, FileNotFoundError) as exc:
         raise SystemExit(f"error: {exc}") from None
     emb = embed_images(state, columns["path"], args.batch_size, args.device)
     fp = model_fingerprint(state["model"])
@@ -57,4 +60,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_tool(main))

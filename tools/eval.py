@@ -29,6 +29,7 @@ import sys
 import numpy as np
 import torch
 
+from reid_htg.cli import run_tool
 from reid_htg.data import PROTOCOLS
 from reid_htg.metrics import (
     AP_FORMULAS,
@@ -109,7 +110,7 @@ def robustness(args) -> int:
     ckpt = args.checkpoint[0] if args.checkpoint else latest_checkpoint(args.runs_dir)
     try:
         model, sets, desc, _ = checkpoint_test_sets(ckpt, args.dataset, args.data_root, protocol="reid")
-    except (ValueError, FileNotFoundError, RuntimeError) as exc:
+    except (ValueError, FileNotFoundError) as exc:
         raise SystemExit(f"error: {exc}") from None
     rows = fgsm_robustness(model, sets["query"], sets["gallery"], args.fgsm, batch_size=min(args.batch_size, 64),
                            device=default_device(args.device), ap=args.ap)
@@ -204,7 +205,7 @@ def main(argv=None) -> int:
             try:
                 feats = features_for_checkpoint(src, dataset=args.dataset, data_root=args.data_root, batch_size=args.batch_size,
                                                 device=args.device, protocol=args.protocol)
-            except (ValueError, FileNotFoundError, RuntimeError, KeyError) as exc:
+            except (ValueError, FileNotFoundError) as exc:
                 raise SystemExit(f"error: {src}: {exc}") from None
             source = f"{src} on {feats.pop('description')}"
         try:
@@ -228,4 +229,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_tool(main))

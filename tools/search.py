@@ -16,6 +16,7 @@ import sys
 
 import pandas as pd
 
+from reid_htg.cli import run_tool
 from reid_htg.retrieval import GalleryIndex, GalleryIndexError
 
 
@@ -120,4 +121,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_tool(main))

@@ -25,14 +25,15 @@ import time
 import numpy as np
 import torch
 from torchvision.utils import save_image
-from tqdm import tqdm
 
 from reid_htg.augmenters import DCGAN, CycleGAN, from_uint8
-from reid_htg.checkpoint import code_version, package_versions, save_checkpoint
+from reid_htg.checkpoint import CheckpointError, code_version, load_checkpoint, package_versions, save_checkpoint
+from reid_htg.cli import run_tool
 from reid_htg.config import ConfigError, GANConfig, load_config, save_config, to_dict
 from reid_htg.data import DatasetError, build_dataset, split_of
 from reid_htg.data.dataset import ImageSet
 from reid_htg.utils.plots import plot_gan_losses
+from reid_htg.utils.progress import progress as progress_bar
 
 
 def parse_args(argv=None):
@@ -44,6 +45,7 @@ def parse_args(argv=None):
     ap.add_argument("--data-root", help="overrides root=")
     ap.add_argument("--output-dir", help="default: runs/gan_<model>_<dataset>")
     ap.add_argument("--resume", action="store_true", help="continue from OUTPUT_DIR/last.pt")
+    ap.add_argument("--overwrite", action="store_true", help="start afresh in an output folder that already holds a run")
     ap.add_argument("--device", help="cpu, cuda ... (default: cuda when available)")
     return ap.parse_intermixed_args(argv)
 
@@ -142,11 +144,19 @@ def main(argv=None) -> int:
     iters = cfg.iters_per_epoch or max(len(p) for p in pools) // cfg.batch_size
 
     ckpt_path = os.path.join(out_dir, "last.pt")
+    if not args.resume and os.path.isfile(ckpt_path):
+        if not args.overwrite:
+            raise SystemExit(f"error: {out_dir} already holds a GAN run (last.pt); pass --resume to continue it, "
+                             "--overwrite to start afresh, or choose another --output-dir")
+        os.remove(ckpt_path)
     start_epoch, start_batch, seconds = 0, 0, 0.0
     if args.resume:
         if not os.path.isfile(ckpt_path):
             raise SystemExit(f"error: --resume but {ckpt_path} does not exist")
-        state = torch.load(ckpt_path, map_location=device, weights_only=False)
+        try:
+            state = load_checkpoint(ckpt_path, map_location=device)
+        except CheckpointError as exc:
+            raise SystemExit(f"error: {exc}") from None
         if dict(state["config"], epochs=None) != dict(to_dict(cfg), epochs=None):
             raise SystemExit(f"error: {ckpt_path} was trained with another config; resume with the same one")
         model.load_state_dict(state["model_state"])
@@ -186,7 +196,7 @@ def main(argv=None) -> int:
         orders = [np.concatenate([erng.permutation(p) for _ in range(-(-iters * cfg.batch_size // len(p)))]) for p in pools]
         first = start_batch if epoch == start_epoch else 0
         sums: dict[str, float] = {}
-        bar = tqdm(range(first, iters), desc=f"epoch {epoch + 1}/{cfg.epochs}", leave=False, disable=None)
+        bar = progress_bar(range(first, iters), desc=f"epoch {epoch + 1}/{cfg.epochs}")
         t0 = time.perf_counter()
         for i in bar:
             batches = [to_gan_input(images.batch(o[i * cfg.batch_size:(i + 1) * cfg.batch_size])[0].to(device), cfg.flip, gen) for o in orders]
@@ -200,6 +210,8 @@ def main(argv=None) -> int:
                 with open(csv_path, "a", newline="") as fh:
                     csv.writer(fh).writerow([it, epoch + 1, f"{seconds:.1f}", *(f"{losses[k]:.5g}" for k in keys)])
                 bar.set_postfix({k: f"{losses[k]:.3f}" for k in keys[:3]})
+            if it == 1 and it % cfg.sample_every:  # a first grid at once: a CycleGAN's 100th iteration is ten CPU minutes away
+                sample_grid(model, cfg, fixed, os.path.join(out_dir, "samples", f"iter_{it:06d}.png"))
             if it % cfg.sample_every == 0:
                 seconds += time.perf_counter() - t0
                 t0 = time.perf_counter()
@@ -217,4 +229,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_tool(main))

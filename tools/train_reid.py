@@ -26,7 +26,6 @@ from types import SimpleNamespace
 import numpy as np
 import torch
 import torch.distributed as dist
-from tqdm import tqdm
 
 from reid_htg.augmenters.mixing import GANCheckpointError
 from reid_htg.builders import (
@@ -43,6 +42,7 @@ from reid_htg.checkpoint import (
     package_versions,
     save_checkpoint,
 )
+from reid_htg.cli import run_tool
 from reid_htg.config import ConfigError, TrainConfig, load_config, save_config, to_dict
 from reid_htg.data import DatasetError, build_dataset, drop_unreadable, eval_protocol, hold_out_identities, relabel, split_of
 from reid_htg.data.dataset import ImageSet, iterate_batches
@@ -51,6 +51,7 @@ from reid_htg.htg import HTG
 from reid_htg.losses import batch_hard_triplet_loss, identity_cross_entropy
 from reid_htg.metrics import evaluate_class_level, evaluate_features
 from reid_htg.utils.plots import plot_training
+from reid_htg.utils.progress import progress as progress_bar
 
 COLUMNS = ["epoch", "lr", "loss", "softmax", "triplet", "tri_active", "tri_gap", "tri_active_all", "train_acc", "img_per_s", "time_s"]
 
@@ -62,8 +63,30 @@ def parse_args(argv=None):
     ap.add_argument("--data-root", help="dataset folder (overrides data.root)")
     ap.add_argument("--output-dir", help="default: runs/<config name>/")
     ap.add_argument("--resume", nargs="?", const="auto", help="continue from OUTPUT_DIR/last.pt, or from the given checkpoint")
+    ap.add_argument("--overwrite", action="store_true", help="start afresh in an output folder that already holds a run")
     ap.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: cuda when available)")
-    return ap.parse_intermixed_args(argv)
+    args = ap.parse_intermixed_args(argv)
+    if args.resume not in (None, "auto") and "=" in args.resume and not os.path.exists(args.resume):
+        args.overrides.append(args.resume)  # `--resume epochs=2`: an override, not a checkpoint path
+        args.resume = "auto"
+    return args
+
+
+RUN_FILES = ("last.pt", "metrics.csv", "eval.json", "val.json", "curves.png")
+
+
+def claim_output_dir(out_dir: str, resume, overwrite: bool) -> None:
+    """Refuse to train over a finished or interrupted run unless told to resume it or to start afresh."""
+    present = [f for f in RUN_FILES if os.path.isfile(os.path.join(out_dir, f))]
+    if resume:
+        if resume == "auto" and not os.path.isfile(os.path.join(out_dir, "last.pt")):
+            raise SystemExit(f"error: --resume, but {os.path.join(out_dir, 'last.pt')} does not exist (drop --resume to start a new run)")
+        return
+    if present and not overwrite:
+        raise SystemExit(f"error: {out_dir} already holds a run ({', '.join(present)}); pass --resume to continue it, "
+                         "--overwrite to start afresh, or choose another --output-dir / name=")
+    for f in present:
+        os.remove(os.path.join(out_dir, f))
 
 
 def setup_distributed(device_arg):
@@ -76,7 +99,15 @@ def setup_distributed(device_arg):
             torch.cuda.set_device(local)
         dist.init_process_group("nccl" if use_cuda else "gloo")
         return dist.get_rank(), world, torch.device(f"cuda:{local}" if use_cuda else "cpu")
-    return 0, 1, torch.device(device_arg or ("cuda" if torch.cuda.is_available() else "cpu"))
+    try:
+        device = torch.device(device_arg or ("cuda" if torch.cuda.is_available() else "cpu"))
+    except RuntimeError as exc:
+        raise SystemExit(f"error: --device {device_arg!r}: {exc}") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise SystemExit(f"error: --device {device_arg} but this machine has no CUDA device (torch.cuda.is_available() is False); use --device cpu")
+    if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
+        raise SystemExit(f"error: --device {device_arg} but this machine has {torch.cuda.device_count()} CUDA device(s)")
+    return 0, 1, device
 
 
 def image_set(part, cfg: TrainConfig, rank: int, labels=None) -> ImageSet:
@@ -135,7 +166,7 @@ def evaluate(model, split, device):
             return evaluate_class_level(feats["test"], sets["test"].labels.numpy(), nmi_seed=0)
         q, g = sets["query"], sets["gallery"]
         return evaluate_features(feats["query"], feats["gallery"], q.labels, g.labels, q.camids, g.camids)
-    except (ValueError, RuntimeError) as exc:
+    except ValueError as exc:
         print(f"warning: evaluation skipped: {exc}", file=sys.stderr)
         return None
 
@@ -178,9 +209,11 @@ def main(argv=None) -> int:
         raise SystemExit(f"error: {exc}") from None
     if args.data_root:
         cfg = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, root=args.data_root))
+    out_dir = args.output_dir or os.path.join("runs", cfg.name)
+    if int(os.environ.get("RANK", "0")) == 0:
+        claim_output_dir(out_dir, args.resume, args.overwrite)
     rank, world, device = setup_distributed(args.device)
     main_proc = rank == 0
-    out_dir = args.output_dir or os.path.join("runs", cfg.name)
     torch.manual_seed(cfg.seed + rank)
     np.random.seed(cfg.seed + rank)
     cuda = device.type == "cuda"
@@ -256,7 +289,7 @@ def main(argv=None) -> int:
                 print(f"HTG starts at epoch {epoch + 1} (after {cfg.htg.warmup_epochs} warm-up epoch(s){why})", flush=True)
         run_model.train()
         sums, n_batches, n_images, t0 = {}, 0, 0, time.perf_counter()
-        bar = tqdm(iterate_batches(images, sampler, cfg.data.workers), total=steps, desc=f"epoch {epoch + 1}/{cfg.epochs}", disable=None if main_proc else True, leave=False)
+        bar = progress_bar(iterate_batches(images, sampler, cfg.data.workers), total=steps, desc=f"epoch {epoch + 1}/{cfg.epochs}", enabled=main_proc)
         for x, y, _, idx in bar:
             y = y.to(device, non_blocking=True)
             x, targets = batches(model, x.to(device, non_blocking=True), y, idx)  # real rows first, then augmenter rows
@@ -369,4 +402,4 @@ def finish(cfg, out_dir, csv_path, model, data, device, result, val_result) -> N
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_tool(main))

@@ -18,11 +18,11 @@ import os
 
 import torch
 import torch.nn.functional as F
-from tqdm import tqdm
 
 from reid_htg.augmenters.cyclegan import CycleGAN
 from reid_htg.augmenters.dcgan import DCGAN, from_uint8, to_uint8
-from reid_htg.checkpoint import load_checkpoint
+from reid_htg.checkpoint import CheckpointError, load_checkpoint
+from reid_htg.utils.progress import progress as progress_bar
 
 
 class GANCheckpointError(ValueError):
@@ -42,7 +42,7 @@ def load_gan(path: str, expect: str | None = None, map_location="cpu"):
     p = gan_checkpoint_path(path)
     try:
         state = load_checkpoint(p, map_location=map_location)
-    except RuntimeError as exc:  # damaged, or not a checkpoint at all
+    except CheckpointError as exc:  # damaged, or not a checkpoint at all
         raise GANCheckpointError(str(exc)) from None
     if state.get("kind") != "gan":
         raise GANCheckpointError(f"{p} is not a GAN checkpoint of tools/train_gan.py (a re-ID checkpoint?)")
@@ -105,7 +105,7 @@ def camstyle_images(checkpoint: str, images, device, batch_size: int = 64, progr
     has = (images.camids == cam_a) | (images.camids == cam_b)
     if not bool(has.any()):
         raise GANCheckpointError(f"the CycleGAN in {checkpoint} translates cameras {cam_a} and {cam_b}, and no training image is from either")
-    for s in tqdm(range(0, n, batch_size), desc="CamStyle translations", disable=None if progress else True, leave=False):
+    for s in progress_bar(range(0, n, batch_size), desc="CamStyle translations", enabled=progress):
         idx = list(range(s, min(s + batch_size, n)))
         x, _, cams = images.batch(idx)
         x = from_uint8(_resize_u8(x.to(device), gan_size))

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-from tqdm import tqdm
 
 from reid_htg.augmenters.fgsm import (
     fgsm,
@@ -23,6 +22,7 @@ from reid_htg.data.dataset import ImageSet, sequential_batches
 from reid_htg.features import extract_features
 from reid_htg.metrics import RankResult, evaluate_features
 from reid_htg.models import ReIDNet
+from reid_htg.utils.progress import progress as progress_bar
 
 
 def attacked_query_features(model: ReIDNet, query: ImageSet, gallery_features: torch.Tensor, gallery_pids, gallery_camids,
@@ -35,7 +35,7 @@ def attacked_query_features(model: ReIDNet, query: ImageSet, gallery_features: t
     g_cams = torch.as_tensor(np.asarray(gallery_camids), device=device)
     step, bounds = pixel_step(eps, device), normalized_bounds(device)
     out = []
-    for idx in tqdm(sequential_batches(len(query), batch_size), desc=f"FGSM eps={eps:g}", disable=None if progress else True, leave=False):
+    for idx in progress_bar(sequential_batches(len(query), batch_size), desc=f"FGSM eps={eps:g}", enabled=progress):
         x, pids, cams = query.batch(idx)
         x = normalize(x.to(device))
         pids, cams = pids.to(device), cams.to(device)

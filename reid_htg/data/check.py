@@ -7,9 +7,9 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 import pandas as pd
 from PIL import Image
-from tqdm import tqdm
 
 from reid_htg.data.table import SPLITS
+from reid_htg.utils.progress import progress as progress_bar
 
 
 def _open_error(path: str) -> str | None:
@@ -31,7 +31,7 @@ def find_unreadable(paths, workers: int = 4, progress: bool = True) -> list[tupl
     """
     paths = list(paths)
     with ThreadPoolExecutor(workers) as pool:
-        reasons = list(tqdm(pool.map(_open_error, paths), total=len(paths), desc="decoding images", disable=None if progress else True, leave=False))
+        reasons = list(progress_bar(pool.map(_open_error, paths), total=len(paths), desc="decoding images", enabled=progress))
     return [(p, r) for p, r in zip(paths, reasons) if r is not None]
 
 

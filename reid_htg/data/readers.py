@@ -233,7 +233,14 @@ def read_csv_table(path: str) -> pd.DataFrame:
     """A CSV with the columns ``path, pid, camid, split``; relative paths are taken from the CSV's folder."""
     if not os.path.isfile(path):
         raise DatasetError(f"csv: file {path!r} not found")
-    df = pd.read_csv(path)
+    try:
+        df = pd.read_csv(path)
+    except pd.errors.EmptyDataError:
+        raise DatasetError(f"csv: {path} is empty (0 bytes); it needs the header {','.join(COLUMNS)} and one row per image") from None
+    except (pd.errors.ParserError, UnicodeDecodeError) as exc:
+        raise DatasetError(f"csv: {path} is not a readable CSV ({type(exc).__name__}: {str(exc).splitlines()[0]})") from None
+    if len(df) == 0:
+        raise DatasetError(f"csv: {path} has a header but no rows; add one row per image ({','.join(COLUMNS)})")
     missing = [c for c in COLUMNS if c not in df.columns]
     if missing:
         raise DatasetError(f"csv: {path} lacks column(s) {missing}; it needs {list(COLUMNS)}")

@@ -92,6 +92,14 @@ def _check_ap(ap: str) -> None:
         raise ValueError(f"unknown AP formula {ap!r}; use one of {list(AP_FORMULAS)}")
 
 
+def require_items(nq: int, ng: int) -> None:
+    """A ValueError naming an empty query set or gallery (never an IndexError deep inside)."""
+    if ng == 0:
+        raise ValueError("the gallery is empty: nothing to rank the queries against")
+    if nq == 0:
+        raise ValueError("there are no queries to evaluate")
+
+
 def as_int_array(x, name: str, n: int) -> np.ndarray:
     """Labels (array, list or tensor) as a flat int64 array of length ``n``; a ValueError naming ``name`` otherwise."""
     a = np.asarray(x.cpu() if isinstance(x, torch.Tensor) else x).reshape(-1)
@@ -325,6 +333,7 @@ def evaluate_rank(
     if not dist.is_floating_point():
         dist = dist.float()
     nq, ng = dist.shape
+    require_items(nq, ng)
     q_pids, q_camids = as_int_array(q_pids, "q_pids", nq), as_int_array(q_camids, "q_camids", nq)
     g_pids, g_camids = as_int_array(g_pids, "g_pids", ng), as_int_array(g_camids, "g_camids", ng)
     acc = RankAccumulator(q_pids, g_pids, q_camids, g_camids, num_bins)
@@ -375,6 +384,7 @@ def evaluate_features(
     if qf.ndim != 2 or gf.ndim != 2 or qf.shape[1] != gf.shape[1]:
         raise ValueError(f"features must be (Q, D) and (G, D) with one D; got {tuple(qf.shape)} and {tuple(gf.shape)}")
     nq, ng = len(qf), len(gf)
+    require_items(nq, ng)
     q_pids, q_camids = as_int_array(q_pids, "q_pids", nq), as_int_array(q_camids, "q_camids", nq)
     g_pids, g_camids = as_int_array(g_pids, "g_pids", ng), as_int_array(g_camids, "g_camids", ng)
     if not (torch.isfinite(qf).all() and torch.isfinite(gf).all()):

@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from reid_htg.metrics.rank import DEFAULT_AP, RankAccumulator, RankResult, as_int_array
+from reid_htg.metrics.rank import DEFAULT_AP, RankAccumulator, RankResult, as_int_array, require_items
 from reid_htg.retrieval.index import GalleryIndex
 
 
@@ -29,6 +29,7 @@ def evaluate_with_index(
         metric: cosine or euclidean.
         k: neighbours retrieved per query (None: the whole gallery).
     """
+    require_items(len(qf), len(gf))
     q = np.ascontiguousarray(np.asarray(qf, np.float32))
     q64, g64 = torch.as_tensor(np.asarray(qf)).double(), torch.as_tensor(np.asarray(gf)).double()
     if metric == "cosine":
@@ -70,6 +71,7 @@ def evaluate_reranked(
     """
     from reid_htg.retrieval.rerank import reranked_distance_blocks
 
+    require_items(len(qf), len(gf))
     g_pids = as_int_array(g_pids, "g_pids", len(gf))
     q_pids, q_camids = as_int_array(q_pids, "q_pids", len(qf)), as_int_array(q_camids, "q_camids", len(qf))
     g_camids = as_int_array(g_camids, "g_camids", len(gf))

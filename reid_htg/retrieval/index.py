@@ -39,11 +39,76 @@ import pandas as pd
 INDEX_TYPES = ("flat", "hnsw", "ivf", "ivfpq")
 METRICS = ("cosine", "euclidean")  # the names of reid_htg.metrics.distance.METRICS
 FORMAT_VERSION = 1
+INDEX_PARAMS = ("hnsw_m", "ef_search", "ef_construction", "nlist", "nprobe", "pq_m", "pq_nbits", "rerank")
 _FILES = ("index.faiss", "vectors.npy", "alive.npy", "metadata.csv")
 
 
 class GalleryIndexError(ValueError):
     """A gallery index refused an input or a file; the message names the problem."""
+
+
+class RWLock:
+    """Many readers or one writer (writer-preferring: a waiting writer blocks new readers, so writes are not starved).
+
+    FAISS mutates an index in place on ``add``; a search running at the same
+    time reads freed memory (IndexError on flat, a crash on HNSW). Searches
+    hold the read side, ``add`` / ``delete`` / ``compact`` / ``save`` the write side.
+    """
+
+    def __init__(self):
+        self._cond = threading.Condition()
+        self._readers = 0
+        self._writer = False
+        self._waiting_writers = 0
+
+    def acquire_read(self):
+        with self._cond:
+            while self._writer or self._waiting_writers:
+                self._cond.wait()
+            self._readers += 1
+
+    def release_read(self):
+        with self._cond:
+            self._readers -= 1
+            if not self._readers:
+                self._cond.notify_all()
+
+    def acquire_write(self):
+        with self._cond:
+            self._waiting_writers += 1
+            while self._writer or self._readers:
+                self._cond.wait()
+            self._waiting_writers -= 1
+            self._writer = True
+
+    def release_write(self):
+        with self._cond:
+            self._writer = False
+            self._cond.notify_all()
+
+    class _Side:
+        def __init__(self, acquire, release):
+            self.acquire, self.release = acquire, release
+
+        def __enter__(self):
+            self.acquire()
+
+        def __exit__(self, *exc):
+            self.release()
+
+    @property
+    def read(self):
+        return self._Side(self.acquire_read, self.release_read)
+
+    @property
+    def write(self):
+        return self._Side(self.acquire_write, self.release_write)
+
+
+def _manifest_checksum(man: dict) -> str:
+    """SHA-256 of a manifest's own fields (all but this checksum), canonical JSON: an edited field is caught on load."""
+    body = {k: v for k, v in man.items() if k != "manifest_sha256"}
+    return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()
 
 
 def _sha256(path: str) -> str:
@@ -94,13 +159,16 @@ class GalleryIndex:
             raise GalleryIndexError(f"unknown metric {metric!r}; use one of {list(METRICS)}")
         if index_type not in INDEX_TYPES:
             raise GalleryIndexError(f"unknown index type {index_type!r}; use one of {list(INDEX_TYPES)} or auto")
+        unknown = sorted(set(params or {}) - set(INDEX_PARAMS))
+        if unknown:
+            raise GalleryIndexError(f"unknown index parameter(s) {unknown}; valid: {list(INDEX_PARAMS)}")
         self.dim, self.metric, self.index_type, self.fingerprint = int(dim), metric, index_type, fingerprint
         self.params = {"hnsw_m": 32, "ef_search": 64, "ef_construction": 80, "nprobe": 16, "rerank": 10, **(params or {})}
         self.index = None
         self.vectors = np.zeros((0, self.dim), np.float32)
         self.alive = np.zeros(0, bool)
         self.meta = pd.DataFrame({"gallery_id": pd.Series([], dtype=np.int64)})
-        self._lock = threading.Lock()  # guards writers against each other; searches take no lock
+        self._lock = RWLock()  # searches share it; add, delete, compact and save hold it alone
 
     # ---------------------------------------------------------------- building
     @classmethod
@@ -177,7 +245,12 @@ class GalleryIndex:
         meta = pd.DataFrame(index=range(n)) if metadata is None else metadata.reset_index(drop=True).copy()
         if len(meta) != n:
             raise GalleryIndexError(f"metadata has {len(meta)} rows but there are {n} embeddings; they must match one to one")
-        with self._lock:
+        with self._lock.write:
+            if len(self.meta):  # every row has every column: no NaN filling that a saved index could not read back
+                have, new = set(self.meta.columns) - {"gallery_id"}, set(meta.columns) - {"gallery_id"}
+                if have != new:
+                    raise GalleryIndexError(f"metadata columns must match the index's {sorted(have)}: missing {sorted(have - new)}, "
+                                            f"unknown {sorted(new - have)}")
             if "gallery_id" in meta:
                 ids = meta["gallery_id"].to_numpy(np.int64)
                 clash = np.intersect1d(ids, self.meta["gallery_id"].to_numpy())
@@ -202,7 +275,7 @@ class GalleryIndex:
     def delete(self, gallery_ids) -> int:
         """Remove items by gallery id; returns how many were live. Unknown ids raise."""
         ids = np.atleast_1d(np.asarray(gallery_ids, np.int64))
-        with self._lock:
+        with self._lock.write:
             pos = pd.Index(self.meta["gallery_id"]).get_indexer(ids)
             if (pos < 0).any():
                 raise GalleryIndexError(f"gallery ids not in the index: {ids[pos < 0][:10].tolist()}")
@@ -214,7 +287,7 @@ class GalleryIndex:
 
     def compact(self) -> None:
         """Rebuild without deleted rows (IVF keeps its trained lists)."""
-        with self._lock:
+        with self._lock.write:
             keep = np.flatnonzero(self.alive)
             vec, meta = np.asarray(self.vectors)[keep], self.meta.iloc[keep].reset_index(drop=True)
             if self.index_type in ("ivf", "ivfpq"):
@@ -248,6 +321,10 @@ class GalleryIndex:
         q = self._check_vectors(queries, "queries")
         if k < 1:
             raise GalleryIndexError(f"k must be >= 1, got {k}")
+        with self._lock.read:
+            return self._search_locked(q, k)
+
+    def _search_locked(self, q: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         index, alive, vectors = self.index, self.alive, self.vectors
         if index is None or not alive.any():
             raise GalleryIndexError("the index is empty")
@@ -280,12 +357,18 @@ class GalleryIndex:
             fingerprint: the querying model's fingerprint, checked against the index's.
             query_names: (Q,) labels for the ``query`` column (default 0..Q-1).
         """
-        dist, rows = self.search_raw(queries, k, fingerprint)
+        self._check_fingerprint(fingerprint, "these queries")
+        qv = self._check_vectors(queries, "queries")
+        if k < 1:
+            raise GalleryIndexError(f"k must be >= 1, got {k}")
+        with self._lock.read:  # rows and metadata from the same state
+            dist, rows = self._search_locked(qv, k)
+            meta_all = self.meta
         q, kk = rows.shape
         qi, rank = np.repeat(np.arange(q), kk), np.tile(np.arange(1, kk + 1), q)
         r = rows.reshape(-1)
         ok = r >= 0
-        meta = self.meta.iloc[r[ok]].reset_index(drop=True)
+        meta = meta_all.iloc[r[ok]].reset_index(drop=True)
         names = np.arange(q) if query_names is None else np.asarray(query_names)
         table = pd.DataFrame({"query": names[qi[ok]], "rank": rank[ok], "distance": dist.reshape(-1)[ok]})
         table.insert(2, "gallery_id", meta.pop("gallery_id").to_numpy())
@@ -301,22 +384,34 @@ class GalleryIndex:
         }
 
     def save(self, path: str) -> None:
-        """Write the index folder atomically (a sibling temporary folder renamed into place)."""
+        """Write the index folder atomically (a sibling temporary folder, loaded back to check it, then renamed into place).
+
+        An existing ``path`` is replaced only when it is an index folder (it
+        holds a ``manifest.json``); any other existing file or folder is refused.
+        """
         if self.index is None:
             raise GalleryIndexError("cannot save an empty index")
-        path = os.path.abspath(path.rstrip("/"))
+        path = os.path.abspath(path.rstrip("/") or "/")
+        if os.path.exists(path) and not os.path.isfile(os.path.join(path, "manifest.json")):
+            raise GalleryIndexError(f"{path} exists and is not an index folder (no manifest.json); refusing to replace it: choose a new --out")
         tmp = f"{path}.tmp-{os.getpid()}-{threading.get_ident()}"
         shutil.rmtree(tmp, ignore_errors=True)
         os.makedirs(tmp)
-        with self._lock:
+        with self._lock.read:  # a consistent snapshot; searches go on meanwhile
             faiss.write_index(self.index, os.path.join(tmp, "index.faiss"))
             np.save(os.path.join(tmp, "vectors.npy"), np.asarray(self.vectors))
             np.save(os.path.join(tmp, "alive.npy"), self.alive)
             self.meta.to_csv(os.path.join(tmp, "metadata.csv"), index=False)
             manifest = self.manifest()
         manifest["sha256"] = {f: _sha256(os.path.join(tmp, f)) for f in _FILES}
+        manifest["manifest_sha256"] = _manifest_checksum(manifest)
         with open(os.path.join(tmp, "manifest.json"), "w") as fh:
             json.dump(manifest, fh, indent=2)
+        try:
+            type(self).load(tmp, mmap=True)  # never replace a good copy with one that load would refuse
+        except GalleryIndexError as exc:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise GalleryIndexError(f"the index could not be saved in a form that loads back ({exc}); {path} is unchanged") from None
         old = f"{path}.old-{os.getpid()}"
         if os.path.exists(path):
             os.replace(path, old)
@@ -332,17 +427,25 @@ class GalleryIndex:
         try:
             with open(mpath) as fh:
                 man = json.load(fh)
-        except json.JSONDecodeError as exc:
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
             raise GalleryIndexError(f"{mpath} is damaged ({exc})") from None
+        if not isinstance(man, dict):
+            raise GalleryIndexError(f"{mpath} is not a JSON object; the index is damaged, rebuild it")
+        fields = ("format_version", "dim", "metric", "index_type", "count", "rows", "params", "sha256", "metadata_dtypes", "manifest_sha256")
+        missing = [k for k in fields if k not in man]
+        if missing:
+            raise GalleryIndexError(f"{mpath} lacks field(s) {missing} (damaged, edited, or written by an older version); rebuild the index")
+        if man["manifest_sha256"] != _manifest_checksum(man):
+            raise GalleryIndexError(f"{mpath} was edited (its fields do not match their checksum); rebuild the index")
         if man.get("format_version") != FORMAT_VERSION:
             raise GalleryIndexError(f"{path}: index format {man.get('format_version')} is not {FORMAT_VERSION}; rebuild it")
         for f in _FILES:
             fp = os.path.join(path, f)
             if not os.path.isfile(fp):
                 raise GalleryIndexError(f"{path}: file {f} is missing; the index is incomplete, rebuild it")
-            if _sha256(fp) != man["sha256"][f]:
+            if not isinstance(man["sha256"], dict) or _sha256(fp) != man["sha256"].get(f):
                 raise GalleryIndexError(f"{path}: file {f} does not match its checksum (truncated or altered); rebuild the index")
-        idx = cls(man["dim"], "euclidean" if man["metric"] == "l2" else man["metric"], man["index_type"], man["fingerprint"], man["params"])
+        idx = cls(man["dim"], man["metric"], man["index_type"], man.get("fingerprint"), man["params"])
         idx._check_fingerprint(fingerprint, "the caller's model")
         try:
             idx.index = faiss.read_index(os.path.join(path, "index.faiss"))

@@ -1,1 +1,1 @@
-"""Small helpers: plots."""
+"""Small helpers: training-curve plots, progress of long jobs."""

@@ -1,0 +1,34 @@
+"""How every tool in ``tools/`` ends: one line for a user's mistake, a traceback only with ``--debug``.
+
+Exit codes: 0 done; 2 bad input (a config, a path, a file, a value: every
+library error is a ``ValueError`` subclass that names the problem and the
+fix, and a tool's own ``SystemExit("error: ...")``); 1 a run that failed for
+any other reason (a traceback: that is a bug or a broken machine, not the
+user's input); 130 interrupted.
+"""
+from __future__ import annotations
+
+import sys
+from typing import Callable
+
+
+def run_tool(main: Callable[[], int | None]) -> int:
+    """Run a tool's ``main()`` under the rule above; ``--debug`` anywhere on the command line shows tracebacks."""
+    debug = "--debug" in sys.argv
+    if debug:
+        sys.argv.remove("--debug")
+    try:
+        return int(main() or 0)
+    except SystemExit as exc:
+        if isinstance(exc.code, str):  # a tool's own one-line refusal
+            print(exc.code, file=sys.stderr)
+            return 2
+        raise
+    except (ValueError, FileNotFoundError, NotADirectoryError, IsADirectoryError, PermissionError) as exc:
+        if debug:
+            raise
+        print(f"error: {exc} (run with --debug for the traceback)", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130

@@ -1,0 +1,106 @@
+"""Bad inputs to every tool, table-driven: each ends in one line naming the problem, exit code 2, nothing written or lost.
+
+Each case: the tool, its arguments (``{tmp}`` is the case's folder, prepared by ``setup``), the word the
+message must contain, and what must still be there afterwards.
+"""
+import importlib.util
+import os
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+from reid_htg.cli import run_tool
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _tool(name: str):
+    """A tool's module, imported from tools/ (in-process: a case costs milliseconds, not a Python start-up)."""
+    spec = importlib.util.spec_from_file_location(f"tool_{name[:-3]}", os.path.join(ROOT, "tools", name))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _embeddings(tmp):
+    np.savez(os.path.join(tmp, "emb.npz"), embeddings=np.random.default_rng(0).standard_normal((50, 8)).astype(np.float32),
+             path=np.array([f"{i}.jpg" for i in range(50)]), fingerprint=np.array("abc"))
+
+
+def _keep_folder(tmp):
+    os.makedirs(os.path.join(tmp, "precious"))
+    with open(os.path.join(tmp, "precious", "notes.txt"), "w") as fh:
+        fh.write("keep")
+    _embeddings(tmp)
+
+
+def _finished_run(tmp):
+    os.makedirs(os.path.join(tmp, "run"))
+    torch.save({"model": {}, "config": {}}, os.path.join(tmp, "run", "last.pt"))
+
+
+def _gan_checkpoint(tmp):
+    torch.save({"kind": "gan", "model": "dcgan", "config": {}, "model_args": {}}, os.path.join(tmp, "gan.pt"))
+
+
+def _plain_npy(tmp):
+    np.save(os.path.join(tmp, "feats.npy"), np.zeros((3, 4), np.float32))
+
+
+def _empty_gallery(tmp):
+    np.savez(os.path.join(tmp, "f.npz"), qf=np.ones((2, 4), np.float32), gf=np.zeros((0, 4), np.float32), q_pids=np.array([1, 2]),
+             g_pids=np.zeros(0, np.int64), q_camids=np.array([0, 0]), g_camids=np.zeros(0, np.int64))
+
+
+def _empty_csv(tmp):
+    open(os.path.join(tmp, "empty.csv"), "w").close()
+    with open(os.path.join(tmp, "header.csv"), "w") as fh:
+        fh.write("path,pid,camid,split\n")
+
+
+def _wrong_layout(tmp):
+    os.makedirs(os.path.join(tmp, "market", "images"))
+
+
+CASES = [  # id, tool, args, word, setup, must still exist
+    ("linear-schedule", "train_reid.py", ["optim.schedule=linear"], "optim.schedule", None, None),
+    ("p-of-one", "train_reid.py", ["data.p=1"], "data.p", None, None),
+    ("negative-margin", "train_reid.py", ["loss.margin=-0.3"], "loss.margin", None, None),
+    ("keypoint-block-5", "train_reid.py", ["model.keypoint_blocks=[5]"], "keypoint_blocks", None, None),
+    ("erasing-above-1", "train_reid.py", ["data.erasing=1.5"], "probability", None, None),
+    ("unknown-backbone", "train_reid.py", ["model.backbone=vgg16"], "ResNet", None, None),
+    ("resume-without-run", "train_reid.py", ["--output-dir", "{tmp}/none", "--resume"], "does not exist", None, None),
+    ("rerun-finished", "train_reid.py", ["--output-dir", "{tmp}/run"], "already holds a run", _finished_run, "run/last.pt"),
+    ("gan-checkpoint-to-eval", "eval.py", ["--checkpoint", "{tmp}/gan.pt"], "GAN checkpoint", _gan_checkpoint, None),
+    ("plain-npy-features", "eval.py", ["--features", "{tmp}/feats.npy"], "plain array", _plain_npy, None),
+    ("empty-gallery", "eval.py", ["--features", "{tmp}/f.npz"], "gallery", _empty_gallery, None),
+    ("empty-gallery-index", "eval.py", ["--features", "{tmp}/f.npz", "--index", "flat"], "gallery", _empty_gallery, None),
+    ("out-over-a-folder", "build_index.py", ["--embeddings", "{tmp}/emb.npz", "--out", "{tmp}/precious"], "not an index folder",
+     _keep_folder, "precious/notes.txt"),
+    ("unknown-index-param", "build_index.py", ["--embeddings", "{tmp}/emb.npz", "--out", "{tmp}/i", "--index", "ivf", "nlst=4"],
+     "unknown index parameter", _embeddings, None),
+    ("embed-out-not-npz", "embed.py", ["--checkpoint", "x.pt", "--images", "{tmp}", "--out", "{tmp}/e"], ".npz", None, None),
+    ("zero-byte-csv", "check_dataset.py", ["--dataset", "csv", "--data-root", "{tmp}/empty.csv"], "empty", _empty_csv, None),
+    ("header-only-csv", "check_dataset.py", ["--dataset", "csv", "--data-root", "{tmp}/header.csv"], "no rows", _empty_csv, None),
+    ("wrong-reader", "check_dataset.py", ["--dataset", "market1501", "--data-root", "{tmp}/market"], "bounding_box_train", _wrong_layout, None),
+    ("no-cuda", "train_reid.py", ["--device", "cuda"], "cuda", None, None),
+]
+
+
+@pytest.mark.parametrize("tool,args,word,setup,keep", [c[1:] for c in CASES], ids=[c[0] for c in CASES])
+def test_bad_input_is_one_line(tmp_path, monkeypatch, capsys, tool, args, word, setup, keep):
+    if tool == "train_reid.py" and args == ["--device", "cuda"] and torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    if setup:
+        setup(str(tmp_path))
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sys, "argv", [tool, *(a.format(tmp=tmp_path) for a in args)])
+    code = run_tool(_tool(tool).main)
+    err = capsys.readouterr().err
+    assert code == 2, err[-2000:]
+    assert "Traceback" not in err and word in err, err[-2000:]
+    assert err.strip().splitlines()[-1].startswith("error:")
+    if keep:
+        assert (tmp_path / keep).exists()
