@@ -1,8 +1,9 @@
 #!/usr/bin/env python
-"""Embed images with a trained checkpoint into an embeddings file.
+"""Embed images with a trained checkpoint, or its ONNX export, into an embeddings file.
 
     python tools/embed.py --checkpoint runs/NAME/last.pt --images DIR --out gallery.npz
     python tools/embed.py --checkpoint runs/NAME/last.pt --dataset cuhk03 --data-root PATH --split gallery --out gallery.npz
+    python tools/embed.py --onnx model.onnx --images DIR --out gallery.npz     # onnxruntime, no PyTorch model code
 
 The .npz holds `embeddings` (N x D float32), one array per metadata column
 (`path`, and `pid`, `camid`, `split` for a dataset) and `fingerprint`, the
@@ -15,17 +16,16 @@ import sys
 
 import numpy as np
 
-from reid_htg.checkpoint import load_checkpoint
 from reid_htg.cli import run_tool
 from reid_htg.data import SPLITS, build_dataset, split_of
 from reid_htg.data.readers import list_images
-from reid_htg.features import embed_images
-from reid_htg.retrieval import model_fingerprint
 
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--checkpoint", required=True)
+    model = ap.add_mutually_exclusive_group(required=True)
+    model.add_argument("--checkpoint", help="a checkpoint of tools/train_reid.py")
+    model.add_argument("--onnx", help="a model exported by tools/export.py (needs the serve extra)")
     src = ap.add_mutually_exclusive_group(required=True)
     src.add_argument("--images", help="a folder of images (searched recursively)")
     src.add_argument("--dataset", help="a dataset name (with --data-root and --split)")
@@ -38,7 +38,6 @@ def main(argv=None) -> int:
     if not args.out.endswith(".npz"):
         raise SystemExit(f"error: --out {args.out!r} must end in .npz (numpy would add the suffix and the tools would not find the file)")
     try:
-        state = load_checkpoint(args.checkpoint)
         if args.images:
             columns = {"path": np.array(list_images(args.images))}
         else:
@@ -52,8 +51,18 @@ def main(argv=None) -> int:
             columns["split"] = columns["split"].astype(str)
     except (ValueError, FileNotFoundError) as exc:
         raise SystemExit(f"error: {exc}") from None
-    emb = embed_images(state, columns["path"], args.batch_size, args.device)
-    fp = model_fingerprint(state["model"])
+    if args.onnx:
+        from reid_htg.serve.embedder import Embedder
+
+        embedder = Embedder.from_onnx(args.onnx)
+        emb, fp = embedder.embed_paths(list(columns["path"]), args.batch_size), embedder.fingerprint
+    else:
+        from reid_htg.checkpoint import load_checkpoint
+        from reid_htg.features import embed_images
+        from reid_htg.retrieval import model_fingerprint
+
+        state = load_checkpoint(args.checkpoint)
+        emb, fp = embed_images(state, columns["path"], args.batch_size, args.device), model_fingerprint(state["model"])
     np.savez(args.out, embeddings=emb, fingerprint=np.array(fp), **columns)
     print(f"{len(emb)} embeddings of dimension {emb.shape[1]} from model {fp} -> {args.out}")
     return 0

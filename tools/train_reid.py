@@ -115,7 +115,9 @@ def image_set(part, cfg: TrainConfig, rank: int, labels=None) -> ImageSet:
         return ImageSet(part["path"], part["pid"] if labels is None else labels, part["camid"], (cfg.data.height, cfg.data.width),
                         cache=cfg.data.cache, progress=rank == 0)
     except OSError as exc:
-        raise DatasetError(f"{exc}; run tools/check_dataset.py to list every bad image, or set data.skip_unreadable=true") from None
+        split = str(part["split"].iloc[0]) if len(part) and "split" in part else "train"
+        fix = "or set data.skip_unreadable=true" if split == "train" else f"and fix or remove it ({split} images are never skipped: data.skip_unreadable covers training images only)"
+        raise DatasetError(f"{exc}; run tools/check_dataset.py to list every bad image, {fix}") from None
 
 
 EVAL_KEYS = {"reid": ("rank1", "mAP"), "class": ("recall@1", "map@r")}  # the metrics a row of metrics.csv keeps

@@ -5,34 +5,14 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import torch
-from PIL import Image
 
+from reid_htg.data.decode import read_rgb
 from reid_htg.utils.progress import progress as progress_bar
-
-
-def to_rgb8(im: Image.Image) -> Image.Image:
-    """An 8-bit RGB copy of ``im``; 16-bit and 32-bit grayscale are scaled to 8 bits, not clipped.
-
-    Pillow's ``convert("RGB")`` clips "I;16" / "I" pixels at 255, so a 16-bit
-    PNG would become all white.
-    """
-    if im.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
-        a = np.asarray(im, dtype=np.float64)
-        top = 65535.0 if im.mode.startswith("I;16") or (im.mode == "I" and a.max() <= 65535) else max(float(a.max()), 1.0)
-        if im.mode == "F":
-            top = 1.0 if a.max() <= 1.0 else max(float(a.max()), 1.0)
-        im = Image.fromarray(np.clip(np.round(a / top * 255.0), 0, 255).astype(np.uint8), "L")
-    return im.convert("RGB")
 
 
 def load_image(path: str, size: tuple[int, int]) -> torch.Tensor:
     """(3, H, W) uint8 tensor of the image at ``path`` resized to ``size`` = (H, W); grayscale becomes RGB, 16-bit becomes 8-bit."""
-    try:
-        with Image.open(path) as im:
-            im = to_rgb8(im).resize((size[1], size[0]), Image.BILINEAR)
-    except Exception as exc:  # noqa: BLE001 - Pillow raises many types for bad files
-        raise OSError(f"cannot read image {path}: {type(exc).__name__}: {exc}") from None
-    return torch.from_numpy(np.asarray(im).copy()).permute(2, 0, 1).contiguous()
+    return torch.from_numpy(read_rgb(path, size)).permute(2, 0, 1).contiguous()
 
 
 class ImageSet(torch.utils.data.Dataset):

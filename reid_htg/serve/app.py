@@ -1,0 +1,190 @@
+"""The HTTP retrieval service: search, add, get and delete over a durable gallery (FastAPI).
+
+    from reid_htg.serve.app import create_app
+    app = create_app(DurableGallery("svc", "gallery_index"), Embedder.load("model.onnx"))
+
+Endpoints (JSON in and out; errors are ``{"error": "..."}`` with a 4xx status naming the problem):
+
+- ``GET /health``: ``status``, ``count``, ``dim``, ``metric``, ``index_type``, ``fingerprint`` (the index's
+  model), ``model_fingerprint`` (the server's), ``log_length``;
+- ``POST /search``: ``{"embeddings": [[...], ...], "k": 10}``, or multipart image files (``files``) and ``k``
+  -> ``{"results": [[{"gallery_id", "distance", <metadata>}, ...], ...]}``, one ranked list per query;
+- ``POST /items``: ``{"embeddings": [[...]], "metadata": [{...}]}``, or multipart ``files`` and ``metadata``
+  (a JSON list) -> ``{"ids": [...]}``, once the write is committed;
+- ``GET /items/{id}`` -> its metadata (404 once deleted); ``DELETE /items/{id}`` -> ``{"deleted": id}``.
+
+FAISS and the model run in the worker thread pool, never on the event loop;
+searches run together, writes one at a time (the index's readers-writer lock
+and the gallery's writer lock). Writes need ``X-API-Key`` when a key is set.
+"""
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+from fastapi import FastAPI, Request
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import JSONResponse
+
+from reid_htg.serve.store import DurableGallery, NotFound
+
+
+class BadRequest(ValueError):
+    def __init__(self, message: str, status: int = 422):
+        super().__init__(message)
+        self.status = status
+
+
+def _error(status: int, message: str) -> JSONResponse:
+    return JSONResponse({"error": message}, status_code=status)
+
+
+def create_app(gallery: DurableGallery, embedder=None, api_key: str | None = None, max_k: int = 1000,
+               max_body_bytes: int = 32 << 20, max_batch: int = 1024) -> FastAPI:
+    """The FastAPI app over ``gallery``; ``embedder`` (``reid_htg.serve.embedder.Embedder``) enables image requests."""
+    app = FastAPI(title="reid-htg retrieval service")
+    index = gallery.index
+    model_fp = embedder.fingerprint if embedder is not None else None
+
+    @app.exception_handler(BadRequest)
+    async def bad_request(request, exc: BadRequest):
+        return _error(exc.status, str(exc))
+
+    @app.exception_handler(NotFound)
+    async def not_found(request, exc: NotFound):
+        return _error(404, exc.args[0])
+
+    @app.exception_handler(ValueError)  # the library's refusals (wrong dimension, NaN, bad metadata ...)
+    async def value_error(request, exc: ValueError):
+        return _error(422, str(exc))
+
+    @app.exception_handler(Exception)
+    async def unexpected(request, exc: Exception):  # a bug: say so, without a stack trace to the client
+        return _error(500, f"internal error ({type(exc).__name__}); see the server log")
+
+    @app.middleware("http")
+    async def limits(request: Request, call_next):
+        size = request.headers.get("content-length")
+        if size is not None and size.isdigit() and int(size) > max_body_bytes:
+            return _error(413, f"request body of {int(size)} bytes is over the limit of {max_body_bytes}")
+        if request.method in ("POST", "DELETE", "PUT") and request.url.path.startswith("/items") and api_key:
+            if request.headers.get("x-api-key") != api_key:
+                return _error(401, "writes need the X-API-Key header with the service's key")
+        return await call_next(request)
+
+    async def read_json(request: Request) -> dict:
+        body = await request.body()
+        if len(body) > max_body_bytes:
+            raise BadRequest(f"request body of {len(body)} bytes is over the limit of {max_body_bytes}", 413)
+        try:
+            data = json.loads(body)
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise BadRequest(f"malformed JSON: {exc}", 400) from None
+        if not isinstance(data, dict):
+            raise BadRequest("the body must be a JSON object", 400)
+        return data
+
+    def as_matrix(rows) -> np.ndarray:
+        if not isinstance(rows, list) or not rows or not all(isinstance(r, list) for r in rows):
+            raise BadRequest("embeddings must be a non-empty list of lists of numbers")
+        if len(rows) > max_batch:
+            raise BadRequest(f"{len(rows)} embeddings in one request; the limit is {max_batch}")
+        try:
+            x = np.array(rows, dtype=np.float32)
+        except (ValueError, TypeError):
+            raise BadRequest("embeddings must be lists of numbers, all of one length") from None
+        if x.ndim != 2:
+            raise BadRequest("embeddings must be lists of numbers, all of one length")
+        return x
+
+    async def read_images(request: Request):
+        """(image bytes list, form) of a multipart request; checks the server's model against the index's."""
+        if embedder is None:
+            raise BadRequest("this server has no model (start it with --checkpoint or --onnx) to embed images; send embeddings", 400)
+        if index.fingerprint and index.fingerprint != model_fp:
+            raise BadRequest(f"the gallery was built by model {index.fingerprint} and this server embeds with {model_fp}: "
+                             "their features are not comparable; serve the model that built the index", 409)
+        form = await request.form()
+        files = [f for f in form.getlist("files") if hasattr(f, "read")]
+        if not files:
+            raise BadRequest("a multipart request needs one or more image files in the field 'files'", 400)
+        if len(files) > max_batch:
+            raise BadRequest(f"{len(files)} images in one request; the limit is {max_batch}")
+        return [await f.read() for f in files], form
+
+    async def embed(images: list[bytes]) -> np.ndarray:
+        try:
+            return await run_in_threadpool(embedder.embed_images, images)
+        except OSError as exc:
+            raise BadRequest(f"{exc} (send JPEG or PNG images)", 415) from None
+
+    def parse_k(value) -> int:
+        try:
+            k = int(value)
+        except (TypeError, ValueError):
+            raise BadRequest(f"k must be an integer, got {value!r}") from None
+        if not 1 <= k <= max_k:
+            raise BadRequest(f"k must be between 1 and {max_k}, got {k}")
+        return k
+
+    def multipart(request: Request) -> bool:
+        return request.headers.get("content-type", "").startswith("multipart/form-data")
+
+    @app.get("/health")
+    def health():
+        return {"status": "ok", "count": len(index), "dim": index.dim, "metric": index.metric, "index_type": index.index_type,
+                "fingerprint": index.fingerprint, "model_fingerprint": model_fp, "log_length": gallery.log_length()}
+
+    @app.post("/search")
+    async def search(request: Request):
+        if multipart(request):
+            images, form = await read_images(request)
+            k = parse_k(form.get("k", 10))
+            q = await embed(images)
+        else:
+            data = await read_json(request)
+            k, q = parse_k(data.get("k", 10)), as_matrix(data.get("embeddings"))
+        table = await run_in_threadpool(index.search, q, k)
+        results = [[] for _ in range(len(q))]
+        for row in table.to_dict("records"):
+            qi = int(row.pop("query"))
+            row.pop("rank")
+            results[qi].append({k2: (None if isinstance(v, float) and math.isnan(v) else (v.item() if hasattr(v, "item") else v))
+                                for k2, v in row.items()})
+        return {"results": results}
+
+    @app.post("/items")
+    async def add_items(request: Request):
+        if multipart(request):
+            images, form = await read_images(request)
+            try:
+                metadata = json.loads(form.get("metadata", "[]"))
+            except json.JSONDecodeError as exc:
+                raise BadRequest(f"the 'metadata' field is not JSON: {exc}", 400) from None
+            x = await embed(images)
+        else:
+            data = await read_json(request)
+            x, metadata = as_matrix(data.get("embeddings")), data.get("metadata", [{}] * len(data.get("embeddings") or []))
+        if not isinstance(metadata, list):
+            raise BadRequest("metadata must be a list with one object per embedding")
+        ids = await run_in_threadpool(gallery.add, x, metadata)
+        return {"ids": ids}
+
+    def parse_id(item_id: str) -> int:
+        try:
+            return int(item_id)
+        except ValueError:
+            raise BadRequest(f"gallery id must be an integer, got {item_id!r}", 404) from None
+
+    @app.get("/items/{item_id}")
+    def get_item(item_id: str):
+        return gallery.get(parse_id(item_id))
+
+    @app.delete("/items/{item_id}")
+    async def delete_item(item_id: str):
+        gid = parse_id(item_id)
+        await run_in_threadpool(gallery.delete, gid)
+        return {"deleted": gid}
+
+    return app

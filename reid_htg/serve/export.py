@@ -1,0 +1,60 @@
+"""ONNX export of a re-ID checkpoint: the retrieval feature (keypoint blocks included) with a dynamic batch axis.
+
+The graph takes float32 RGB images in [0, 1], (B, 3, H, W) at the training
+size, applies the ImageNet normalisation, and returns the feature the model is
+evaluated with. The training size, feature dimension and the weights'
+fingerprint are stored as metadata (``reid_htg.height`` ...), so the ONNX file
+alone serves (``reid_htg.serve.embedder.Embedder.from_onnx``).
+"""
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from reid_htg.checkpoint import load_checkpoint, model_from_checkpoint
+from reid_htg.data.augment import IMAGENET_MEAN, IMAGENET_STD
+from reid_htg.retrieval import model_fingerprint
+from reid_htg.serve.embedder import META_PREFIX
+
+
+class _Normalised(torch.nn.Module):
+    def __init__(self, net):
+        super().__init__()
+        self.net = net
+        self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1))
+        self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1))
+
+    def forward(self, x):
+        return self.net.retrieval_feature((x - self.mean) / self.std)
+
+
+def export_onnx(checkpoint: str, out: str, opset: int = 17, check_batch: int = 4) -> dict:
+    """Write ``out`` and compare onnxruntime with PyTorch on a random batch; returns the parity figures.
+
+    Returns:
+        ``{"max_abs_diff", "min_cosine", "dim", "size", "fingerprint"}``.
+    """
+    import onnx
+    import onnxruntime as ort
+
+    state = load_checkpoint(checkpoint)
+    model = model_from_checkpoint(state).eval()
+    size = (int(state["data_args"]["height"]), int(state["data_args"]["width"]))
+    wrapped = _Normalised(model).eval()
+    example = torch.rand(2, 3, *size, generator=torch.Generator().manual_seed(0))
+    torch.onnx.export(wrapped, (example,), out, input_names=["images"], output_names=["features"], opset_version=opset,
+                      dynamic_axes={"images": {0: "batch"}, "features": {0: "batch"}}, dynamo=False)
+    proto = onnx.load(out)
+    meta = {"height": size[0], "width": size[1], "dim": model.dim, "fingerprint": model_fingerprint(state["model"]),
+            "eval_feature": model.eval_feature, "source": checkpoint}
+    for k, v in meta.items():
+        entry = proto.metadata_props.add()
+        entry.key, entry.value = META_PREFIX + k, str(v)
+    onnx.save(proto, out)
+    x = torch.rand(check_batch, 3, *size, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        ref = wrapped(x).numpy()
+    got = ort.InferenceSession(out, providers=["CPUExecutionProvider"]).run(None, {"images": x.numpy()})[0]
+    cos = (ref * got).sum(1) / np.maximum(np.linalg.norm(ref, axis=1) * np.linalg.norm(got, axis=1), 1e-12)
+    return {"max_abs_diff": float(np.abs(ref - got).max()), "min_cosine": float(cos.min()), "dim": model.dim, "size": size,
+            "fingerprint": meta["fingerprint"]}

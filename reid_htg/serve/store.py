@@ -1,0 +1,162 @@
+"""A gallery whose writes survive a crash: SQLite (WAL, synchronous commits) in front of a FAISS :class:`GalleryIndex`.
+
+Layout of the data folder: ``gallery.sqlite`` holds every item's metadata
+(``items``: id, metadata as JSON, deleted flag) and the log of adds (with
+their vectors) and deletes since the last index snapshot (``log``);
+``snapshot/`` is an index folder (:meth:`GalleryIndex.save`, written
+atomically). A write is committed to SQLite first, then applied to the
+in-memory index, then acknowledged; at start the snapshot (or, the first
+time, the index the service was given) is loaded and the log replayed.
+Replay is idempotent (an add whose id is already in the snapshot, or a delete
+already applied, is skipped), so a crash at any point, also between writing a
+snapshot and trimming the log, loses nothing that was acknowledged and
+applies nothing by halves. Every ``fold_every`` writes the log is folded into
+a new snapshot.
+"""
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import threading
+
+import numpy as np
+import pandas as pd
+
+from reid_htg.retrieval import GalleryIndex, GalleryIndexError
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS items (gallery_id INTEGER PRIMARY KEY, metadata TEXT NOT NULL, deleted INTEGER NOT NULL DEFAULT 0);
+CREATE TABLE IF NOT EXISTS log (seq INTEGER PRIMARY KEY AUTOINCREMENT, op TEXT NOT NULL CHECK (op IN ('add', 'delete')),
+                                gallery_id INTEGER NOT NULL, vector BLOB);
+CREATE TABLE IF NOT EXISTS state (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+"""
+
+
+class NotFound(KeyError):
+    """A gallery id that is not in the gallery (never added, or deleted)."""
+
+
+def _plain(v):
+    return v.item() if isinstance(v, np.generic) else v
+
+
+class DurableGallery:
+    """A :class:`GalleryIndex` plus a SQLite log; ``add``/``delete`` return only once the write is committed.
+
+    Args:
+        data_dir: the service's folder (created); holds ``gallery.sqlite`` and ``snapshot/``.
+        initial_index: the index folder to start from when ``data_dir`` has no snapshot yet.
+        fold_every: writes between snapshots.
+    """
+
+    def __init__(self, data_dir: str, initial_index: str | None = None, fold_every: int = 1000):
+        os.makedirs(data_dir, exist_ok=True)
+        self.snapshot_dir = os.path.join(data_dir, "snapshot")
+        self.fold_every = fold_every
+        self.db = sqlite3.connect(os.path.join(data_dir, "gallery.sqlite"), check_same_thread=False, isolation_level=None)
+        self.db.execute("PRAGMA journal_mode=WAL")
+        self.db.execute("PRAGMA synchronous=FULL")  # a commit is on disk before it returns
+        self.db.executescript(SCHEMA)
+        self._write = threading.Lock()  # one writer at a time; searches go through the index's own lock
+        if os.path.isfile(os.path.join(self.snapshot_dir, "manifest.json")):
+            self.index = GalleryIndex.load(self.snapshot_dir)
+        elif initial_index:
+            self.index = GalleryIndex.load(initial_index)
+        else:
+            raise GalleryIndexError(f"{data_dir} has no snapshot yet: give the index folder to start from")
+        if not self.db.execute("SELECT COUNT(*) FROM items").fetchone()[0]:
+            self._import_metadata()
+        self.replayed = self._replay()
+        self.columns = [c for c in self.index.meta.columns if c != "gallery_id"]
+
+    # ------------------------------------------------------------------ start-up
+    def _import_metadata(self) -> None:
+        meta, alive = self.index.meta, self.index.alive
+        rows = [(int(g), json.dumps({c: _plain(v) for c, v in r.items() if c != "gallery_id"}), int(not a))
+                for g, r, a in zip(meta["gallery_id"], meta.to_dict("records"), alive)]
+        with self.db:
+            self.db.execute("BEGIN")
+            self.db.executemany("INSERT INTO items VALUES (?, ?, ?)", rows)
+
+    def _replay(self) -> int:
+        """Apply the log to the loaded snapshot; returns how many entries changed it."""
+        applied = 0
+        present = set(self.index.meta["gallery_id"].tolist())
+        for op, gid, blob in self.db.execute("SELECT op, gallery_id, vector FROM log ORDER BY seq").fetchall():
+            if op == "add" and gid not in present:
+                meta = json.loads(self.db.execute("SELECT metadata FROM items WHERE gallery_id = ?", (gid,)).fetchone()[0])
+                self.index.add(np.frombuffer(blob, np.float32)[None, :], pd.DataFrame([{"gallery_id": gid, **meta}]))
+                present.add(gid)
+                applied += 1
+            elif op == "delete" and gid in present and self._alive(gid):
+                self.index.delete([gid])
+                applied += 1
+        return applied
+
+    def _alive(self, gid: int) -> bool:
+        pos = pd.Index(self.index.meta["gallery_id"]).get_indexer([gid])[0]
+        return pos >= 0 and bool(self.index.alive[pos])
+
+    # ------------------------------------------------------------------ reads
+    def get(self, gid: int) -> dict:
+        row = self.db.execute("SELECT metadata, deleted FROM items WHERE gallery_id = ?", (int(gid),)).fetchone()
+        if row is None or row[1]:
+            raise NotFound(f"gallery id {gid} is not in the gallery" + (" (deleted)" if row else ""))
+        return {"gallery_id": int(gid), **json.loads(row[0])}
+
+    def log_length(self) -> int:
+        return self.db.execute("SELECT COUNT(*) FROM log").fetchone()[0]
+
+    # ------------------------------------------------------------------ writes
+    def add(self, vectors: np.ndarray, metadata: list[dict]) -> list[int]:
+        """Commit, then apply; returns the new gallery ids. Vectors and metadata are checked before anything is written."""
+        x = self.index._check_vectors(vectors, "embeddings")
+        if len(metadata) != len(x):
+            raise ValueError(f"metadata has {len(metadata)} entries for {len(x)} embeddings; they must match one to one")
+        for i, m in enumerate(metadata):
+            if not isinstance(m, dict) or set(m) != set(self.columns):
+                got = sorted(m) if isinstance(m, dict) else type(m).__name__
+                raise ValueError(f"metadata[{i}] must have exactly the gallery's fields {self.columns}; got {got}")
+        with self._write:
+            top = self.db.execute("SELECT MAX(gallery_id) FROM items").fetchone()[0]
+            start = max(-1 if top is None else int(top), int(self.index.meta["gallery_id"].max()) if len(self.index.meta) else -1) + 1
+            ids = list(range(start, start + len(x)))
+            with self.db:
+                self.db.execute("BEGIN IMMEDIATE")
+                self.db.executemany("INSERT INTO items VALUES (?, ?, 0)", [(g, json.dumps(m)) for g, m in zip(ids, metadata)])
+                self.db.executemany("INSERT INTO log (op, gallery_id, vector) VALUES ('add', ?, ?)",
+                                    [(g, v.astype(np.float32).tobytes()) for g, v in zip(ids, x)])
+            self.index.add(x, pd.DataFrame([{"gallery_id": g, **m} for g, m in zip(ids, metadata)]))
+            self._maybe_fold()
+        return ids
+
+    def delete(self, gid: int) -> None:
+        with self._write:
+            row = self.db.execute("SELECT deleted FROM items WHERE gallery_id = ?", (int(gid),)).fetchone()
+            if row is None or row[0]:
+                raise NotFound(f"gallery id {gid} is not in the gallery" + (" (already deleted)" if row else ""))
+            with self.db:
+                self.db.execute("BEGIN IMMEDIATE")
+                self.db.execute("UPDATE items SET deleted = 1 WHERE gallery_id = ?", (int(gid),))
+                self.db.execute("INSERT INTO log (op, gallery_id) VALUES ('delete', ?)", (int(gid),))
+            self.index.delete([int(gid)])
+            self._maybe_fold()
+
+    def _maybe_fold(self) -> None:
+        if self.fold_every and self.log_length() >= self.fold_every:
+            self._fold()
+
+    def fold(self) -> None:
+        """Write a new snapshot and trim the log it contains."""
+        with self._write:
+            self._fold()
+
+    def _fold(self) -> None:
+        last = self.db.execute("SELECT MAX(seq) FROM log").fetchone()[0]
+        if last is None:
+            return
+        self.index.save(self.snapshot_dir)  # atomic; a crash before the trim below only makes replay skip entries
+        with self.db:
+            self.db.execute("BEGIN IMMEDIATE")
+            self.db.execute("DELETE FROM log WHERE seq <= ?", (last,))

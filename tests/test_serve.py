@@ -1,0 +1,248 @@
+"""ONNX export parity, the embedder, and the HTTP service against a real uvicorn process (the serve extra)."""
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+import torch
+
+pytest.importorskip("onnxruntime")
+pytest.importorskip("fastapi")
+httpx = pytest.importorskip("httpx")
+
+from reid_htg.checkpoint import save_checkpoint  # noqa: E402
+from reid_htg.models import ReIDNet  # noqa: E402
+from reid_htg.retrieval import GalleryIndex  # noqa: E402
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _checkpoint(path, keypoint_blocks=(), seed=0):
+    torch.manual_seed(seed)
+    args = dict(backbone="resnet10t", num_classes=5, keypoint_blocks=tuple(keypoint_blocks), last_stride=1)
+    model = ReIDNet(**args)
+    model.train()
+    with torch.no_grad():  # move the BatchNorm statistics off their defaults
+        for _ in range(3):
+            model(torch.rand(8, 3, 64, 32) * 3)
+    save_checkpoint({"model": model.state_dict(), "config": {}, "model_args": args,
+                     "data_args": {"dataset": "synthetic", "root": "x", "args": {}, "height": 64, "width": 32}}, str(path))
+    return str(path)
+
+
+def _images(folder, n=6, seed=0):
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    os.makedirs(folder, exist_ok=True)
+    paths = []
+    for i in range(n):
+        p = os.path.join(folder, f"{i}.png")
+        Image.fromarray(rng.integers(0, 256, (96, 40, 3), dtype=np.uint8)).save(p)
+        paths.append(p)
+    return paths
+
+
+@pytest.mark.parametrize("blocks", [(), (3, 4)], ids=["basic", "keypoint"])
+def test_onnx_export_parity_and_embedder(tmp_path, blocks):
+    from reid_htg.serve.embedder import Embedder
+    from reid_htg.serve.export import export_onnx
+
+    ckpt = _checkpoint(tmp_path / "last.pt", blocks)
+    r = export_onnx(ckpt, str(tmp_path / "m.onnx"))
+    assert r["max_abs_diff"] <= 1e-4 and r["min_cosine"] >= 0.99999
+    paths = _images(tmp_path / "imgs", n=9)  # a batch size the export never saw: the batch axis is dynamic
+    a, b = Embedder.load(ckpt), Embedder.load(str(tmp_path / "m.onnx"))
+    assert a.fingerprint == b.fingerprint and a.size == b.size == (64, 32)
+    fa, fb = a.embed_paths(paths), b.embed_paths(paths)
+    assert fa.shape == fb.shape == (9, a.dim)
+    cos = (fa * fb).sum(1) / np.linalg.norm(fa, axis=1) / np.linalg.norm(fb, axis=1)
+    assert np.abs(fa - fb).max() <= 1e-4 and cos.min() >= 0.99999
+
+
+def test_embed_tool_runs_on_onnx_without_model_code(tmp_path):
+    ckpt = _checkpoint(tmp_path / "last.pt")
+    subprocess.run([sys.executable, os.path.join(ROOT, "tools", "export.py"), "--checkpoint", ckpt, "--out", str(tmp_path / "m.onnx")],
+                   check=True, capture_output=True)
+    _images(tmp_path / "imgs")
+    res = subprocess.run([sys.executable, os.path.join(ROOT, "tools", "embed.py"), "--onnx", str(tmp_path / "m.onnx"), "--images",
+                          str(tmp_path / "imgs"), "--out", str(tmp_path / "e.npz")], capture_output=True, text=True)
+    assert res.returncode == 0, res.stderr[-2000:]
+    data = np.load(tmp_path / "e.npz")
+    assert data["embeddings"].shape == (6, 512) and str(data["fingerprint"])
+    probe = subprocess.run([sys.executable, "-c", "import sys, reid_htg.serve.embedder as e; e.Embedder.from_onnx(sys.argv[1]);"
+                            "print('reid_htg.models' in sys.modules)", str(tmp_path / "m.onnx")], capture_output=True, text=True)
+    assert probe.stdout.strip() == "False", probe.stderr[-1000:]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Server:
+    """tools/serve.py as a real process on a free loopback port."""
+
+    def __init__(self, tmp, index_dir, model, *extra):
+        self.args = [sys.executable, os.path.join(ROOT, "tools", "serve.py"), "--index", str(index_dir), "--data-dir", str(tmp / "svc"),
+                     "--checkpoint" if model.endswith(".pt") else "--onnx", model, *extra]
+        self.proc = None
+
+    def start(self):
+        self.port = _free_port()
+        self.proc = subprocess.Popen([*self.args, "--port", str(self.port)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        self.url = f"http://127.0.0.1:{self.port}"
+        deadline = time.time() + 120
+        while time.time() < deadline:
+            if self.proc.poll() is not None:
+                raise AssertionError(f"server exited: {self.proc.stdout.read()[-3000:]}")
+            try:
+                if httpx.get(self.url + "/health", timeout=1).status_code == 200:
+                    return self
+            except httpx.HTTPError:
+                time.sleep(0.2)
+        raise AssertionError("server did not come up")
+
+    def kill(self, sig=signal.SIGKILL):
+        self.proc.send_signal(sig)
+        self.proc.wait(timeout=30)
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory):
+    from reid_htg.retrieval import model_fingerprint
+
+    tmp = tmp_path_factory.mktemp("serve")
+    ckpt = _checkpoint(tmp / "last.pt")
+    fp = model_fingerprint(torch.load(ckpt, weights_only=True)["model"])
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((200, 512)).astype(np.float32)
+    import pandas as pd
+
+    meta = pd.DataFrame({"path": [f"g{i}.jpg" for i in range(200)], "pid": np.arange(200) // 4})
+    GalleryIndex.build(x, meta, index_type="hnsw", fingerprint=fp).save(str(tmp / "index"))
+    GalleryIndex.build(x, meta, index_type="flat", fingerprint="another-model").save(str(tmp / "other"))
+    server = Server(tmp, tmp / "index", ckpt, "--api-key", "s3cret", "--fold-every", "7").start()
+    yield tmp, server, x
+    server.kill(signal.SIGTERM)
+
+
+KEY = {"X-API-Key": "s3cret"}
+
+
+def test_search_add_get_delete_restart(served):
+    tmp, server, x = served
+    h = httpx.get(server.url + "/health").json()
+    assert h["status"] == "ok" and h["count"] == 200 and h["dim"] == 512 and h["fingerprint"] == h["model_fingerprint"]
+    r = httpx.post(server.url + "/search", json={"embeddings": x[:3].tolist(), "k": 5}).json()["results"]
+    assert len(r) == 3 and [q[0]["gallery_id"] for q in r] == [0, 1, 2] and set(r[0][0]) >= {"gallery_id", "distance", "path", "pid"}
+    new = np.random.default_rng(1).standard_normal((2, 512)).astype(np.float32)
+    ids = httpx.post(server.url + "/items", json={"embeddings": new.tolist(), "metadata": [{"path": "n0.jpg", "pid": 900}, {"path": "n1.jpg", "pid": 901}]},
+                     headers=KEY).json()["ids"]
+    assert ids == [200, 201] and httpx.get(server.url + "/items/201").json()["pid"] == 901
+    top = httpx.post(server.url + "/search", json={"embeddings": new[:1].tolist(), "k": 1}).json()["results"][0][0]
+    assert top["gallery_id"] == 200 and top["distance"] < 1e-5
+    assert httpx.delete(server.url + "/items/5", headers=KEY).json() == {"deleted": 5}
+    assert httpx.get(server.url + "/items/5").status_code == 404
+    images = _images(tmp / "upload", n=2)
+    files = [("files", (os.path.basename(p), open(p, "rb").read(), "image/png")) for p in images]
+    res = httpx.post(server.url + "/search", files=files, data={"k": "3"})
+    assert res.status_code == 200 and [len(q) for q in res.json()["results"]] == [3, 3]
+    res = httpx.post(server.url + "/items", files=files, data={"metadata": json.dumps([{"path": "u0", "pid": 7}, {"path": "u1", "pid": 8}])}, headers=KEY)
+    assert res.json()["ids"] == [202, 203]
+    server.kill(signal.SIGTERM)
+    server.start()  # everything acknowledged is back after a restart
+    assert httpx.get(server.url + "/health").json()["count"] == 200 + 2 + 2 - 1
+    assert httpx.get(server.url + "/items/5").status_code == 404 and httpx.get(server.url + "/items/203").json()["path"] == "u1"
+
+
+BAD = [  # method, path, kwargs, status, word
+    ("post", "/search", {"json": {"embeddings": [[0.0] * 7], "k": 3}}, 422, "dimension"),
+    ("post", "/search", {"content": b'{"embeddings": [[NaN' + b", 0.0" * 511 + b"]], \"k\": 3}", "headers": {"content-type": "application/json"}}, 422, "NaN"),
+    ("post", "/search", {"json": {"embeddings": [[0.1] * 512], "k": 0}}, 422, "k must be"),
+    ("post", "/search", {"json": {"embeddings": [[0.1] * 512], "k": 100000}}, 422, "k must be"),
+    ("post", "/search", {"content": b"{not json", "headers": {"content-type": "application/json"}}, 400, "malformed JSON"),
+    ("post", "/search", {"json": {"embeddings": "a string"}}, 422, "embeddings"),
+    ("post", "/search", {"files": [("files", ("x.png", b"not an image", "image/png"))]}, 415, "cannot read image"),
+    ("post", "/search", {"content": b"x" * (33 << 20), "headers": {"content-type": "application/json"}}, 413, "limit"),
+    ("get", "/items/99999", {}, 404, "not in the gallery"),
+    ("get", "/items/abc", {}, 404, "integer"),
+    ("delete", "/items/99999", {"headers": KEY}, 404, "not in the gallery"),
+    ("delete", "/items/3", {}, 401, "X-API-Key"),
+    ("post", "/items", {"json": {"embeddings": [[0.1] * 512], "metadata": [{"path": "x"}]}, "headers": KEY}, 422, "fields"),
+    ("post", "/items", {"json": {"embeddings": [[0.1] * 512, [0.2] * 512], "metadata": [{"path": "x", "pid": 1}]}, "headers": KEY}, 422, "match"),
+]
+
+
+@pytest.mark.parametrize("method,path,kwargs,status,word", BAD, ids=[f"{b[0]} {b[1]} {b[3]} {b[4]}" for b in BAD])
+def test_bad_requests_get_a_4xx_naming_the_problem(served, method, path, kwargs, status, word):
+    _, server, _ = served
+    res = getattr(httpx, method)(server.url + path, timeout=60, **kwargs) if method != "post" else httpx.post(server.url + path, timeout=60, **kwargs)
+    assert res.status_code == status, res.text[:500]
+    assert word in res.json()["error"], res.json()
+
+
+def test_images_against_an_index_of_another_model_are_refused(served):
+    tmp, _, _ = served
+    other = Server(tmp / "o", tmp / "other", str(tmp / "last.pt")).start()
+    try:
+        files = [("files", ("a.png", open(_images(tmp / "o_img", n=1)[0], "rb").read(), "image/png"))]
+        res = httpx.post(other.url + "/search", files=files)
+        assert res.status_code == 409 and "another-model" in res.json()["error"]
+    finally:
+        other.kill(signal.SIGTERM)
+
+
+def test_kill_9_mid_stream_loses_no_acknowledged_write(tmp_path, served):
+    import threading
+
+    src_tmp, _, _ = served
+    server = Server(tmp_path, src_tmp / "index", str(src_tmp / "last.pt"), "--fold-every", "25").start()
+    rng = np.random.default_rng(2)
+    acked_adds, acked_deletes, stop = {}, set(), threading.Event()
+    in_flight = {}  # the request under way when the server died: committed or not, never acknowledged
+
+    def stream():
+        with httpx.Client(base_url=server.url, timeout=10) as c:
+            i = 0
+            while not stop.is_set():
+                try:
+                    if i % 3 == 2 and acked_adds:
+                        gid = sorted(set(acked_adds) - acked_deletes)[0]
+                        in_flight["delete"] = gid
+                        if c.delete(f"/items/{gid}").status_code == 200:
+                            acked_deletes.add(gid)
+                    else:
+                        v = rng.standard_normal((1, 512)).astype(np.float32)
+                        r = c.post("/items", json={"embeddings": v.tolist(), "metadata": [{"path": f"s{i}", "pid": i}]})
+                        if r.status_code == 200:
+                            acked_adds[r.json()["ids"][0]] = f"s{i}"
+                except httpx.HTTPError:
+                    return  # the server is gone mid-request: that write was never acknowledged
+                i += 1
+
+    t = threading.Thread(target=stream)
+    t.start()
+    while len(acked_adds) < 60:  # past two snapshot folds
+        time.sleep(0.05)
+    server.kill()  # SIGKILL in the middle of the stream
+    stop.set()
+    t.join()
+    server.start()
+    with httpx.Client(base_url=server.url) as c:
+        for gid, path in acked_adds.items():
+            r = c.get(f"/items/{gid}")
+            if gid in acked_deletes:
+                assert r.status_code == 404, (gid, r.text)
+            elif gid != in_flight.get("delete"):
+                assert r.status_code == 200 and r.json()["path"] == path, (gid, r.text)
+        count = c.get("/health").json()["count"]
+    expected = 200 + len(acked_adds) - len(acked_deletes)
+    assert expected - 1 <= count <= expected + 1  # at most the one write in flight, committed but not acknowledged, and whole
+    server.kill(signal.SIGTERM)
