@@ -59,7 +59,9 @@ def load_checkpoint(path: str, map_location="cpu") -> dict:
     if not os.path.isfile(path):
         raise FileNotFoundError(f"checkpoint {path!r} not found")
     try:
-        state = torch.load(path, map_location=map_location, weights_only=True)
+        # TorchVersion (a str) is what checkpoints written before versions were stored as strings hold
+        with torch.serialization.safe_globals([torch.torch_version.TorchVersion]):
+            state = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as exc:  # noqa: BLE001 - torch raises many types for a damaged file
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
         raise CheckpointError(f"checkpoint {path!r} cannot be read safely ({type(exc).__name__}: {first}); "

@@ -245,3 +245,10 @@ def test_rerun_needs_resume_or_overwrite_and_resume_trims_rows(tmp_path):
     assert [r["epoch"] for r in metrics(out)] == ["1", "2"] and not (out / "last.pt.tmp999").exists()
     res = run("train_reid.py", "--data-root", str(tmp_path / "syn"), "--output-dir", str(out), "name=r", "epochs=1", *TINY, "--overwrite")
     assert len(metrics(out)) == 1
+
+
+def test_checkpoints_of_earlier_versions_still_load(tmp_path):
+    from reid_htg.checkpoint import load_checkpoint
+
+    torch.save({"model": {}, "config": {}, "versions": {"torch": torch.__version__}}, tmp_path / "old.pt")  # a TorchVersion inside
+    assert load_checkpoint(str(tmp_path / "old.pt"))["versions"]["torch"] == str(torch.__version__)

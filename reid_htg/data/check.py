@@ -51,6 +51,11 @@ def queries_without_match(df: pd.DataFrame) -> pd.DataFrame:
     return q[~ok]
 
 
+def _some(ids, n: int = 10) -> str:
+    """The first ``n`` ids, comma-separated, with an ellipsis when there are more."""
+    return ", ".join(map(str, ids[:n])) + (", ..." if len(ids) > n else "")
+
+
 def single_image_classes(df: pd.DataFrame) -> pd.DataFrame:
     """Rows of the class-level ``test`` split whose class has no other test image (no possible match)."""
     t = df[df["split"] == "test"]
@@ -108,7 +113,7 @@ def check_dataset(df: pd.DataFrame, decode: bool = True, progress: bool = True) 
                 {
                     "kind": "query_without_match",
                     "message": f"{len(lonely)} query image(s) of {len(ids)} identit{'y' if len(ids) == 1 else 'ies'} "
-                    f"({', '.join(map(str, ids[:10]))}{', ...' if len(ids) > 10 else ''}) have no gallery image "
+                    f"({_some(ids)}) have no gallery image "
                     "of the same identity from another camera; evaluation counts and skips them",
                     "paths": lonely["path"].tolist(),
                 }
@@ -121,7 +126,7 @@ def check_dataset(df: pd.DataFrame, decode: bool = True, progress: bool = True) 
             problems.append(
                 {
                     "kind": "class_without_match",
-                    "message": f"{len(ids)} test class(es) ({', '.join(map(str, ids[:10]))}{', ...' if len(ids) > 10 else ''}) "
+                    "message": f"{len(ids)} test class(es) ({_some(ids)}) "
                     "have a single test image, which has no possible match; it counts as a miss in Recall@K and is skipped by MAP@R",
                     "paths": single["path"].tolist(),
                 }
