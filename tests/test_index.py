@@ -232,3 +232,16 @@ def test_damaged_or_edited_manifest_is_refused(tmp_path, rng):
             GalleryIndex.load(str(tmp_path / "i"))
     with pytest.raises(GalleryIndexError, match="unknown index parameter"):
         GalleryIndex.build(x, meta, index_type="ivf", nlst=4)
+
+
+def test_search_records_match_the_search_table(rng):
+    x, meta, centers = _clustered(rng, n=300)
+    idx = GalleryIndex.build(x, meta, index_type="flat")
+    idx.delete([0, 1])
+    table = idx.search(centers[:3], k=5)
+    records = idx.search_records(centers[:3], k=5)
+    for qi, hits in enumerate(records):
+        part = table[table["query"] == qi]
+        assert [h["gallery_id"] for h in hits] == part["gallery_id"].tolist()
+        assert [h["path"] for h in hits] == part["path"].tolist()
+        np.testing.assert_allclose([h["distance"] for h in hits], part["distance"].to_numpy(), rtol=1e-6)

@@ -374,6 +374,30 @@ class GalleryIndex:
         table.insert(2, "gallery_id", meta.pop("gallery_id").to_numpy())
         return pd.concat([table, meta], axis=1)
 
+    def search_records(self, queries, k: int = 10, fingerprint: str | None = None) -> list[list[dict]]:
+        """Per query, its ranked results as plain dicts (``gallery_id``, ``distance``, metadata): :meth:`search` without pandas per call.
+
+        The service answers with these; a ``search`` table costs a DataFrame build per request.
+        """
+        self._check_fingerprint(fingerprint, "these queries")
+        q = self._check_vectors(queries, "queries")
+        if k < 1:
+            raise GalleryIndexError(f"k must be >= 1, got {k}")
+        with self._lock.read:
+            dist, rows = self._search_locked(q, k)
+            cols = {c: self.meta[c].to_numpy() for c in self.meta.columns}
+        out = []
+        for d_row, r_row in zip(dist, rows):
+            hits = []
+            for d, r in zip(d_row, r_row):
+                if r < 0:
+                    break
+                item = {c: (v[r].item() if hasattr(v[r], "item") else v[r]) for c, v in cols.items()}
+                item["distance"] = float(d)
+                hits.append(item)
+            out.append(hits)
+        return out
+
     # ---------------------------------------------------------------- storage
     def manifest(self) -> dict:
         return {

@@ -145,13 +145,12 @@ def create_app(gallery: DurableGallery, embedder=None, api_key: str | None = Non
         else:
             data = await read_json(request)
             k, q = parse_k(data.get("k", 10)), as_matrix(data.get("embeddings"))
-        table = await run_in_threadpool(index.search, q, k)
-        results = [[] for _ in range(len(q))]
-        for row in table.to_dict("records"):
-            qi = int(row.pop("query"))
-            row.pop("rank")
-            results[qi].append({k2: (None if isinstance(v, float) and math.isnan(v) else (v.item() if hasattr(v, "item") else v))
-                                for k2, v in row.items()})
+        results = await run_in_threadpool(index.search_records, q, k)
+        for hits in results:  # JSON has no NaN
+            for hit in hits:
+                for key, v in hit.items():
+                    if isinstance(v, float) and math.isnan(v):
+                        hit[key] = None
         return {"results": results}
 
     @app.post("/items")

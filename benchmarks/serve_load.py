@@ -1,0 +1,165 @@
+#!/usr/bin/env python
+"""Load on the HTTP retrieval service, and ONNX Runtime against PyTorch, as ratios measured in one run.
+
+    python benchmarks/serve_load.py [--n 100000] [--requests 4000] [--clients 16]
+
+1. A gallery of --n clustered 512-d embeddings in an HNSW index, served by
+   tools/serve.py on a free loopback port (a random ResNet-18 exported to ONNX
+   is the server's model: the load uses embeddings, so its weights do not matter).
+2. --clients threads, each with its own HTTP connection, send single-query
+   searches (k = 10) until --requests are done: requests/s, p50 and p99
+   latency, errors; and the ratio to in-process GalleryIndex.search of the same
+   queries, one at a time.
+3. The same with 10% of the requests adding one item (durable writes).
+4. Embedding throughput at batch 64 on this machine: ONNX Runtime against PyTorch
+   (the same weights), images/s and their ratio.
+
+Targets on the 2-core machine: >= 500 searches/s, p99 <= 50 ms, zero errors.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+
+import numpy as np
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(HERE)
+sys.path.insert(0, HERE)
+
+from index_bench import clustered  # noqa: E402
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def load(url: str, queries: np.ndarray, requests: int, clients: int, write_fraction: float, seed: int = 0) -> dict:
+    """Drive the server from ``clients`` threads; latencies in ms and the error count."""
+    import httpx
+
+    lat, errors, lock = [], [0], threading.Lock()
+    counter = iter(range(requests))
+    rng = np.random.default_rng(seed)
+    writes = set(rng.choice(requests, int(write_fraction * requests), replace=False).tolist())
+
+    def worker():
+        with httpx.Client(base_url=url, timeout=30) as c:
+            for i in counter:
+                q = queries[i % len(queries)]
+                t = time.perf_counter()
+                try:
+                    if i in writes:
+                        r = c.post("/items", json={"embeddings": [q.tolist()], "metadata": [{"pid": -1}]})
+                    else:
+                        r = c.post("/search", json={"embeddings": [q.tolist()], "k": 10})
+                    ok = r.status_code == 200
+                except Exception:  # noqa: BLE001 - every failure counts as an error
+                    ok = False
+                dt = (time.perf_counter() - t) * 1000
+                with lock:
+                    lat.append(dt)
+                    errors[0] += not ok
+
+    threads = [threading.Thread(target=worker) for _ in range(clients)]
+    t0 = time.perf_counter()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    wall = time.perf_counter() - t0
+    a = np.array(lat)
+    return {"rps": len(a) / wall, "p50": float(np.percentile(a, 50)), "p99": float(np.percentile(a, 99)), "errors": errors[0], "n": len(a)}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--n", type=int, default=100_000)
+    ap.add_argument("--requests", type=int, default=4000)
+    ap.add_argument("--clients", type=int, default=16)
+    ap.add_argument("--work-dir", help="default: a temporary folder")
+    args = ap.parse_args()
+    import pandas as pd
+    import torch
+
+    from reid_htg.checkpoint import save_checkpoint
+    from reid_htg.models import ReIDNet
+    from reid_htg.retrieval import GalleryIndex
+    from reid_htg.serve.embedder import Embedder
+    from reid_htg.serve.export import export_onnx
+
+    work = args.work_dir or tempfile.mkdtemp(prefix="reid_serve_")
+    model_args = dict(backbone="resnet18", num_classes=10, keypoint_blocks=(), last_stride=2)
+    save_checkpoint({"model": ReIDNet(**model_args).state_dict(), "config": {}, "model_args": model_args,
+                     "data_args": {"dataset": "synthetic", "root": "", "args": {}, "height": 64, "width": 32}}, os.path.join(work, "m.pt"))
+    export_onnx(os.path.join(work, "m.pt"), os.path.join(work, "m.onnx"))
+    x = clustered(args.n, 512)
+    t = time.perf_counter()
+    index = GalleryIndex.build(x, pd.DataFrame({"pid": np.arange(args.n) // 20}), index_type="hnsw")
+    index.save(os.path.join(work, "index"))
+    print(f"HNSW index over {args.n} x 512 built in {time.perf_counter() - t:.1f}s", flush=True)
+    queries = clustered(2000, 512, seed=1)
+
+    t = time.perf_counter()
+    for q in queries[:1000]:
+        index.search_raw(q[None], 10)
+    inproc = 1000 / (time.perf_counter() - t)
+
+    port = free_port()
+    shutil.rmtree(os.path.join(work, "index.service"), ignore_errors=True)
+    proc = subprocess.Popen([sys.executable, os.path.join(ROOT, "tools", "serve.py"), "--index", os.path.join(work, "index"), "--onnx",
+                             os.path.join(work, "m.onnx"), "--port", str(port)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        import httpx
+
+        deadline = time.time() + 300
+        while True:
+            try:
+                if httpx.get(url + "/health", timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                if proc.poll() is not None or time.time() > deadline:
+                    raise SystemExit(f"error: the server did not start: {proc.stdout.read()[-2000:]}") from None
+                time.sleep(0.5)
+        search = load(url, queries, args.requests, args.clients, 0.0)
+        mixed = load(url, queries, args.requests, args.clients, 0.1, seed=1)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=60)
+
+    imgs = np.random.default_rng(0).integers(0, 256, (64, 64, 32, 3), dtype=np.uint8)
+    rates = {}
+    for kind in ("checkpoint", "onnx"):
+        emb = Embedder.load(os.path.join(work, "m.pt" if kind == "checkpoint" else "m.onnx"))
+        emb.embed_arrays(imgs)  # warm-up
+        t = time.perf_counter()
+        for _ in range(5):
+            emb.embed_arrays(imgs, batch_size=64)
+        rates[kind] = 5 * 64 / (time.perf_counter() - t)
+
+    print(f"\n{args.n} x 512 HNSW gallery, {args.clients} clients, {args.requests} requests each phase, k=10, "
+          f"CPU {os.cpu_count()} cores, torch threads {torch.get_num_threads()}")
+    print("| phase | requests/s | p50 ms | p99 ms | errors |")
+    print("|---|---|---|---|---|")
+    for name, r in (("search", search), ("90% search + 10% add", mixed)):
+        print(f"| {name} | {r['rps']:.0f} | {r['p50']:.1f} | {r['p99']:.1f} | {r['errors']} |")
+    print(f"in-process GalleryIndex.search, one query at a time: {inproc:.0f} q/s; service / in-process: {search['rps'] / inproc:.2f}")
+    print(f"embedding at batch 64 (ResNet-18, 64x32): PyTorch {rates['checkpoint']:.0f} img/s, ONNX Runtime {rates['onnx']:.0f} img/s, "
+          f"ratio {rates['onnx'] / rates['checkpoint']:.2f}")
+    ok = search["rps"] >= 500 and search["p99"] <= 50 and search["errors"] == 0 and mixed["errors"] == 0
+    print(f"targets (>= 500 searches/s, p99 <= 50 ms, zero errors): {'PASS' if ok else 'MISS'}")
+
+
+if __name__ == "__main__":
+    main()
