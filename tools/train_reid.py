@@ -27,7 +27,6 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
-from reid_htg.augmenters.mixing import GANCheckpointError
 from reid_htg.builders import (
     build_batch_assembler,
     build_htg,
@@ -43,7 +42,7 @@ from reid_htg.checkpoint import (
     save_checkpoint,
 )
 from reid_htg.cli import run_tool
-from reid_htg.config import ConfigError, TrainConfig, load_config, save_config, to_dict
+from reid_htg.config import TrainConfig, load_config, save_config, to_dict
 from reid_htg.data import DatasetError, build_dataset, drop_unreadable, eval_protocol, hold_out_identities, relabel, split_of
 from reid_htg.data.dataset import ImageSet, iterate_batches
 from reid_htg.features import extract_features
@@ -205,10 +204,7 @@ def write_row(path: str, columns: list[str], row: dict) -> None:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    try:
-        cfg = load_config(TrainConfig, args.config, args.overrides)
-    except (ConfigError, FileNotFoundError) as exc:
-        raise SystemExit(f"error: {exc}") from None
+    cfg = load_config(TrainConfig, args.config, args.overrides)  # a bad value ends the run here, in one line (reid_htg.cli)
     if args.data_root:
         cfg = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, root=args.data_root))
     out_dir = args.output_dir or os.path.join("runs", cfg.name)
@@ -219,10 +215,7 @@ def main(argv=None) -> int:
     torch.manual_seed(cfg.seed + rank)
     np.random.seed(cfg.seed + rank)
     cuda = device.type == "cuda"
-    try:
-        data = load_data(cfg, rank)
-    except DatasetError as exc:
-        raise SystemExit(f"error: {exc}") from None
+    data = load_data(cfg, rank)
     num_classes, images = data.num_classes, data.images
     try:
         sampler = build_sampler(cfg, data.labels, rank, world)
@@ -234,10 +227,7 @@ def main(argv=None) -> int:
     htg = build_htg(cfg, model.dim, num_classes)
     htg = htg.to(device) if htg is not None else None
     aug_gen = torch.Generator(device=device).manual_seed(cfg.seed * 1000 + rank)
-    try:
-        batches = build_batch_assembler(cfg, images, num_classes, device, aug_gen, progress=main_proc)
-    except (ConfigError, GANCheckpointError) as exc:
-        raise SystemExit(f"error: {exc}") from None
+    batches = build_batch_assembler(cfg, images, num_classes, device, aug_gen, progress=main_proc)
     steps = len(sampler)
     opt, sched = build_optimization(cfg, model.parameters(), steps)
 
