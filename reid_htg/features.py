@@ -13,7 +13,16 @@ from reid_htg.utils.progress import progress as progress_bar
 
 
 def default_device(device: str | None = None) -> torch.device:
-    return torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    """``device`` as a torch device (default: cuda when available); a ValueError naming it when this machine lacks it."""
+    try:
+        dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    except RuntimeError as exc:
+        raise ValueError(f"--device {device!r}: {exc}") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"--device {device} but this machine has no CUDA device; use --device cpu")
+    if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
+        raise ValueError(f"--device {device} but this machine has {torch.cuda.device_count()} CUDA device(s)")
+    return dev
 
 
 @torch.no_grad()

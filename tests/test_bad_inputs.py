@@ -86,12 +86,13 @@ CASES = [  # id, tool, args, word, setup, must still exist
     ("header-only-csv", "check_dataset.py", ["--dataset", "csv", "--data-root", "{tmp}/header.csv"], "no rows", _empty_csv, None),
     ("wrong-reader", "check_dataset.py", ["--dataset", "market1501", "--data-root", "{tmp}/market"], "bounding_box_train", _wrong_layout, None),
     ("no-cuda", "train_reid.py", ["--device", "cuda"], "cuda", None, None),
+    ("no-cuda-eval", "eval.py", ["--checkpoint", "{tmp}/run/last.pt", "--device", "cuda:3"], "CUDA", _finished_run, None),
 ]
 
 
 @pytest.mark.parametrize("tool,args,word,setup,keep", [c[1:] for c in CASES], ids=[c[0] for c in CASES])
 def test_bad_input_is_one_line(tmp_path, monkeypatch, capsys, tool, args, word, setup, keep):
-    if tool == "train_reid.py" and args == ["--device", "cuda"] and torch.cuda.is_available():
+    if "--device" in args and torch.cuda.is_available():
         pytest.skip("this machine has CUDA")
     if setup:
         setup(str(tmp_path))

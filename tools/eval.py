@@ -192,7 +192,7 @@ def main(argv=None) -> int:
     if args.fgsm is not None:
         return robustness(args)
     from reid_htg.checkpoint import latest_checkpoint
-    from reid_htg.features import features_for_checkpoint
+    from reid_htg.features import default_device, features_for_checkpoint
 
     sources = args.features or args.checkpoint or [latest_checkpoint(args.runs_dir)]
     runs = []
@@ -203,6 +203,7 @@ def main(argv=None) -> int:
                 raise SystemExit(f"error: {src} holds {feats['protocol']} features, not {args.protocol}")
         else:
             try:
+                default_device(args.device)  # an unavailable device is named before any work
                 feats = features_for_checkpoint(src, dataset=args.dataset, data_root=args.data_root, batch_size=args.batch_size,
                                                 device=args.device, protocol=args.protocol)
             except (ValueError, FileNotFoundError) as exc:

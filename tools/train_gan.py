@@ -32,6 +32,7 @@ from reid_htg.cli import run_tool
 from reid_htg.config import ConfigError, GANConfig, load_config, save_config, to_dict
 from reid_htg.data import DatasetError, build_dataset, split_of
 from reid_htg.data.dataset import ImageSet
+from reid_htg.features import default_device
 from reid_htg.utils.plots import plot_gan_losses
 from reid_htg.utils.progress import progress as progress_bar
 
@@ -113,7 +114,7 @@ def main(argv=None) -> int:
         cfg = load_config(GANConfig, args.config, overrides)
     except (ConfigError, FileNotFoundError) as exc:
         raise SystemExit(f"error: {exc}") from None
-    device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    device = default_device(args.device)
     out_dir = args.output_dir or os.path.join("runs", f"gan_{cfg.model}_{cfg.dataset}")
     torch.manual_seed(cfg.seed)
     try:

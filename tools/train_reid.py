@@ -45,7 +45,7 @@ from reid_htg.cli import run_tool
 from reid_htg.config import TrainConfig, load_config, save_config, to_dict
 from reid_htg.data import DatasetError, build_dataset, drop_unreadable, eval_protocol, hold_out_identities, relabel, split_of
 from reid_htg.data.dataset import ImageSet, iterate_batches
-from reid_htg.features import extract_features
+from reid_htg.features import default_device, extract_features
 from reid_htg.htg import HTG
 from reid_htg.losses import batch_hard_triplet_loss, identity_cross_entropy
 from reid_htg.metrics import evaluate_class_level, evaluate_features
@@ -98,14 +98,7 @@ def setup_distributed(device_arg):
             torch.cuda.set_device(local)
         dist.init_process_group("nccl" if use_cuda else "gloo")
         return dist.get_rank(), world, torch.device(f"cuda:{local}" if use_cuda else "cpu")
-    try:
-        device = torch.device(device_arg or ("cuda" if torch.cuda.is_available() else "cpu"))
-    except RuntimeError as exc:
-        raise SystemExit(f"error: --device {device_arg!r}: {exc}") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise SystemExit(f"error: --device {device_arg} but this machine has no CUDA device (torch.cuda.is_available() is False); use --device cpu")
-    if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
-        raise SystemExit(f"error: --device {device_arg} but this machine has {torch.cuda.device_count()} CUDA device(s)")
+    device = default_device(device_arg)
     return 0, 1, device
 
 
