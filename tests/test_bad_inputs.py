@@ -85,6 +85,9 @@ CASES = [  # id, tool, args, word, setup, must still exist
     ("zero-byte-csv", "check_dataset.py", ["--dataset", "csv", "--data-root", "{tmp}/empty.csv"], "empty", _empty_csv, None),
     ("header-only-csv", "check_dataset.py", ["--dataset", "csv", "--data-root", "{tmp}/header.csv"], "no rows", _empty_csv, None),
     ("wrong-reader", "check_dataset.py", ["--dataset", "market1501", "--data-root", "{tmp}/market"], "bounding_box_train", _wrong_layout, None),
+    ("cyclegan-too-small", "train_gan.py", ["--model", "cyclegan", "--dataset", "synthetic", "--data-root", "{tmp}/syn", "--output-dir",
+                                            "{tmp}/gan", "height=8", "width=4", "args={{num_train_ids: 4, num_test_ids: 2, images_per_cam: 1, num_cams: 2}}"],
+     "CycleGAN cannot work", None, None),
     ("no-cuda", "train_reid.py", ["--device", "cuda"], "cuda", None, None),
     ("no-cuda-eval", "eval.py", ["--checkpoint", "{tmp}/run/last.pt", "--device", "cuda:3"], "CUDA", _finished_run, None),
 ]
@@ -105,3 +108,5 @@ def test_bad_input_is_one_line(tmp_path, monkeypatch, capsys, tool, args, word, 
     assert err.strip().splitlines()[-1].startswith("error:")
     if keep:
         assert (tmp_path / keep).exists()
+    if tool == "train_gan.py":
+        assert not (tmp_path / "gan").exists()  # refused before any file was written

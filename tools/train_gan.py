@@ -130,6 +130,14 @@ def main(argv=None) -> int:
     except ValueError as exc:  # e.g. an image size the DCGAN cannot make
         raise SystemExit(f"error: {exc}") from None
     model.to(device)
+    if cfg.model == "cyclegan":  # a size the networks cannot take fails here, before any file is written
+        try:
+            with torch.no_grad():
+                probe = torch.zeros(1, 3, cfg.height, cfg.width, device=device)
+                model.D_A(model.translate(probe, "B"))
+        except (ValueError, RuntimeError) as exc:
+            raise SystemExit(f"error: CycleGAN cannot work at height={cfg.height} width={cfg.width} "
+                             f"({str(exc).splitlines()[0]}); use a size divisible by 4, at least 32 x 16") from None
     rng = np.random.default_rng(cfg.seed)
     gen = torch.Generator(device=device).manual_seed(cfg.seed)
     if cfg.model == "dcgan":
