@@ -183,7 +183,8 @@ class GalleryIndex:
         idx.add(emb, metadata, fingerprint=fingerprint)
         return idx
 
-    def _check_vectors(self, x, what: str) -> np.ndarray:
+    def check_vectors(self, x, what: str) -> np.ndarray:
+        """``x`` as (N, dim) float32 (normalised for cosine), or a GalleryIndexError naming a wrong dimension, NaN/inf or a zero vector."""
         x = np.asarray(x, dtype=np.float32)
         if x.ndim == 1:
             x = x[None, :]
@@ -240,7 +241,7 @@ class GalleryIndex:
         the index); otherwise ids continue from the largest one so far.
         """
         self._check_fingerprint(fingerprint, "these embeddings")
-        x = self._check_vectors(embeddings, "embeddings")
+        x = self.check_vectors(embeddings, "embeddings")
         n = len(x)
         meta = pd.DataFrame(index=range(n)) if metadata is None else metadata.reset_index(drop=True).copy()
         if len(meta) != n:
@@ -318,7 +319,7 @@ class GalleryIndex:
     def search_raw(self, queries, k: int, fingerprint: str | None = None) -> tuple[np.ndarray, np.ndarray]:
         """(Q, k) distances and row numbers (-1 where fewer than k live items), nearest first."""
         self._check_fingerprint(fingerprint, "these queries")
-        q = self._check_vectors(queries, "queries")
+        q = self.check_vectors(queries, "queries")
         if k < 1:
             raise GalleryIndexError(f"k must be >= 1, got {k}")
         with self._lock.read:
@@ -358,7 +359,7 @@ class GalleryIndex:
             query_names: (Q,) labels for the ``query`` column (default 0..Q-1).
         """
         self._check_fingerprint(fingerprint, "these queries")
-        qv = self._check_vectors(queries, "queries")
+        qv = self.check_vectors(queries, "queries")
         if k < 1:
             raise GalleryIndexError(f"k must be >= 1, got {k}")
         with self._lock.read:  # rows and metadata from the same state
@@ -380,7 +381,7 @@ class GalleryIndex:
         The service answers with these; a ``search`` table costs a DataFrame build per request.
         """
         self._check_fingerprint(fingerprint, "these queries")
-        q = self._check_vectors(queries, "queries")
+        q = self.check_vectors(queries, "queries")
         if k < 1:
             raise GalleryIndexError(f"k must be >= 1, got {k}")
         with self._lock.read:

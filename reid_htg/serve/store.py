@@ -111,7 +111,7 @@ class DurableGallery:
     # ------------------------------------------------------------------ writes
     def add(self, vectors: np.ndarray, metadata: list[dict]) -> list[int]:
         """Commit, then apply; returns the new gallery ids. Vectors and metadata are checked before anything is written."""
-        x = self.index._check_vectors(vectors, "embeddings")
+        x = self.index.check_vectors(vectors, "embeddings")
         if len(metadata) != len(x):
             raise ValueError(f"metadata has {len(metadata)} entries for {len(x)} embeddings; they must match one to one")
         for i, m in enumerate(metadata):
