@@ -137,7 +137,8 @@ def main(argv=None) -> int:
                 model.D_A(model.translate(probe, "B"))
         except (ValueError, RuntimeError) as exc:
             raise SystemExit(f"error: CycleGAN cannot work at height={cfg.height} width={cfg.width} "
-                             f"({str(exc).splitlines()[0]}); use a size divisible by 4, at least 32 x 16") from None
+                             f"with d_layers={cfg.d_layers} ({str(exc).splitlines()[0]}); use a size divisible by 4 and large enough "
+                             "for the discriminator (64 x 32 with the default d_layers=3), or fewer d_layers") from None
     rng = np.random.default_rng(cfg.seed)
     gen = torch.Generator(device=device).manual_seed(cfg.seed)
     if cfg.model == "dcgan":
