@@ -229,20 +229,24 @@ def test_kill_9_mid_stream_loses_no_acknowledged_write(tmp_path, served):
 
     t = threading.Thread(target=stream)
     t.start()
-    while len(acked_adds) < 60:  # past two snapshot folds
-        time.sleep(0.05)
-    server.kill()  # SIGKILL in the middle of the stream
-    stop.set()
-    t.join()
-    server.start()
-    with httpx.Client(base_url=server.url) as c:
-        for gid, path in acked_adds.items():
-            r = c.get(f"/items/{gid}")
-            if gid in acked_deletes:
-                assert r.status_code == 404, (gid, r.text)
-            elif gid != in_flight.get("delete"):
-                assert r.status_code == 200 and r.json()["path"] == path, (gid, r.text)
-        count = c.get("/health").json()["count"]
-    expected = 200 + len(acked_adds) - len(acked_deletes)
-    assert expected - 1 <= count <= expected + 1  # at most the one write in flight, committed but not acknowledged, and whole
-    server.kill(signal.SIGTERM)
+    try:
+        while len(acked_adds) < 60:  # past two snapshot folds
+            time.sleep(0.05)
+        server.kill()  # SIGKILL in the middle of the stream
+        stop.set()
+        t.join()
+        server.start()
+        with httpx.Client(base_url=server.url) as c:
+            for gid, path in acked_adds.items():
+                r = c.get(f"/items/{gid}")
+                if gid in acked_deletes:
+                    assert r.status_code == 404, (gid, r.text)
+                elif gid != in_flight.get("delete"):
+                    assert r.status_code == 200 and r.json()["path"] == path, (gid, r.text)
+            count = c.get("/health").json()["count"]
+        expected = 200 + len(acked_adds) - len(acked_deletes)
+        assert expected - 1 <= count <= expected + 1  # at most the one write in flight, committed but not acknowledged, and whole
+    finally:
+        stop.set()
+        if server.proc.poll() is None:
+            server.kill(signal.SIGTERM)
