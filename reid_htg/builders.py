@@ -10,7 +10,7 @@ import torch
 
 from reid_htg.augmenters.batches import BatchAssembler
 from reid_htg.augmenters.mixing import LSROSource, camstyle_images
-from reid_htg.config import ConfigError, TrainConfig
+from reid_htg.config import TrainConfig
 from reid_htg.data.sampler import PKSampler
 from reid_htg.htg import HTG
 from reid_htg.models import ReIDNet
@@ -62,18 +62,9 @@ def build_batch_assembler(cfg: TrainConfig, images, num_classes: int, device, ge
     """The batch assembly for ``cfg.augmenters`` and ``cfg.data`` augmentation; loads the GANs it needs.
 
     Raises:
-        ConfigError: inconsistent augmenter settings, named.
         GANCheckpointError: a GAN checkpoint that is missing or of the wrong kind.
     """
-    a = cfg.augmenters
-    for key in ("lsro_ratio", "camstyle_ratio", "fgsm_ratio", "fgsm_eps", "camstyle_smoothing"):
-        if getattr(a, key) < 0:
-            raise ConfigError(f"augmenters.{key} must be >= 0, got {getattr(a, key)}")
-    for kind, ratio, ckpt in (("lsro", a.lsro_ratio, a.lsro_checkpoint), ("camstyle", a.camstyle_ratio, a.camstyle_checkpoint)):
-        if ratio > 0 and not ckpt:
-            raise ConfigError(f"augmenters.{kind}_ratio={ratio} needs augmenters.{kind}_checkpoint (a run of tools/train_gan.py)")
-    if a.fgsm_ratio > 0 and a.fgsm_eps == 0:
-        raise ConfigError("augmenters.fgsm_ratio > 0 needs augmenters.fgsm_eps > 0 (e.g. 0.03)")
+    a = cfg.augmenters  # values were checked when the config was loaded (config.check_train_config)
     lsro = LSROSource(a.lsro_checkpoint, images.size, device) if a.lsro_ratio > 0 else None
     styled = camstyle_images(a.camstyle_checkpoint, images, device, progress=progress) if a.camstyle_ratio > 0 else None
     d = cfg.data

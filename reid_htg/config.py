@@ -295,6 +295,9 @@ def check_train_config(cfg: TrainConfig) -> TrainConfig:
     for key in ("lsro_ratio", "camstyle_ratio", "fgsm_ratio"):
         need(getattr(a, key) >= 0, f"augmenters.{key}={getattr(a, key)} must be >= 0")
     need(0.0 <= a.fgsm_eps <= 1.0 and 0.0 <= a.camstyle_smoothing < 1.0, "augmenters.fgsm_eps must be within [0, 1], camstyle_smoothing within [0, 1)")
+    for kind, ratio, ckpt in (("lsro", a.lsro_ratio, a.lsro_checkpoint), ("camstyle", a.camstyle_ratio, a.camstyle_checkpoint)):
+        need(not (ratio > 0 and not ckpt), f"augmenters.{kind}_ratio={ratio} needs augmenters.{kind}_checkpoint (a run of tools/train_gan.py)")
+    need(not (a.fgsm_ratio > 0 and a.fgsm_eps == 0), "augmenters.fgsm_ratio > 0 needs augmenters.fgsm_eps > 0 (e.g. 0.03)")
     if problems:
         raise ConfigError("; ".join(problems))
     return cfg
