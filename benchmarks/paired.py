@@ -65,6 +65,10 @@ ARMS = {  # name -> overrides; every HTG arm names its variant, so no arm change
     # controls: G never steps (G = identity), so F's hard term is one more triplet loss on the same triplets
     "htg_static": BH_REV + ["htg.g_steps=0"],
     "htg_semi_static": SEMI_HARD + ["htg.g_steps=0"],
+    # G's balance: label preservation (D's and the classifier's cross-entropy) weighted down so the triplet target leads
+    "htg_gl01": SEMI_HARD + ["htg.g_label=0.1"],
+    "htg_gl01_lr": SEMI_HARD + ["htg.g_label=0.1", "htg.lr=0.001"],
+    "htg_rev_gl01": HTG + ["htg.mining=semi_hard", "htg.g_target=reversed", "htg.g_label=0.1"],
     "both": ["model.keypoint_blocks=[3,4]", *SEMI_HARD],
 }
 
