@@ -245,3 +245,49 @@ def test_search_records_match_the_search_table(rng):
         assert [h["gallery_id"] for h in hits] == part["gallery_id"].tolist()
         assert [h["path"] for h in hits] == part["path"].tolist()
         np.testing.assert_allclose([h["distance"] for h in hits], part["distance"].to_numpy(), rtol=1e-6)
+
+
+def test_writes_append_in_place_and_match_a_rebuilt_index(tmp_path, rng):
+    """One item at a time: no copy of the rows already there, and the result equals one build of the same rows."""
+    x, meta, centers = _clustered(rng, n=400)
+    idx = GalleryIndex.build(x[:100], meta[:100], index_type="hnsw")
+    idx.add(x[100:101], meta[100:101])
+    buf = idx._vecs
+    for i in range(101, 140):  # within the doubled capacity: the same buffer
+        idx.add(x[i : i + 1], meta[i : i + 1])
+    assert idx._vecs is buf and np.shares_memory(idx.vectors, buf)
+    for i in range(140, 400):
+        idx.add(x[i : i + 1], meta[i : i + 1])
+    whole = GalleryIndex.build(x, meta, index_type="hnsw")
+    pd.testing.assert_frame_equal(idx.meta, whole.meta)
+    np.testing.assert_array_equal(idx.vectors, whole.vectors)
+    pd.testing.assert_frame_equal(idx.search(centers, 5)[["gallery_id", "path"]], whole.search(centers, 5)[["gallery_id", "path"]])
+    idx.save(str(tmp_path / "i"))
+    back = GalleryIndex.load(str(tmp_path / "i"), mmap=True)  # read-only vectors: the next add copies them once
+    back.add(x[:3] * 0.5 + 0.1, meta[:3])
+    assert len(back) == 403 and back.vectors.flags.writeable and back.max_gallery_id() == 402
+    np.testing.assert_array_equal(back.vectors[:400], whole.vectors)
+
+
+def test_gallery_ids_found_in_any_order(rng):
+    x, meta, _ = _clustered(rng, n=60)
+    given = meta.assign(gallery_id=rng.permutation(np.arange(1000, 1060)))  # not increasing: the hash path
+    idx = GalleryIndex.build(x[:30], given[:30], index_type="flat")
+    idx.add(x[30:], given[30:])
+    ids = given["gallery_id"].to_numpy()
+    np.testing.assert_array_equal(idx.rows_of(ids), np.arange(60))
+    assert idx.rows_of([5])[0] == -1 and idx.max_gallery_id() == ids.max()
+    with pytest.raises(GalleryIndexError, match="unique and new"):
+        idx.add(x[:1], given[:1])
+    assert idx.delete(ids[[3, 3, 7]]) == 2 and len(idx) == 58 and not idx.is_alive(ids[3]) and idx.is_alive(ids[4])
+    assert set(idx.search(x[3], 60)["gallery_id"]) == set(ids) - {ids[3], ids[7]}
+    no_ids = given.drop(columns="gallery_id")
+    assert idx.add(x[:2], no_ids[:2]).tolist() == [ids.max() + 1, ids.max() + 2]
+
+
+def test_metadata_columns_widen_like_concat(rng):
+    x, meta, _ = _clustered(rng, n=20)
+    idx = GalleryIndex.build(x[:10], meta[:10].assign(score=np.arange(10)), index_type="flat")
+    idx.add(x[10:], meta[10:].assign(score=np.linspace(0, 1, 10)))  # int then float: float, as pd.concat would make it
+    assert idx.meta["score"].dtype == np.float64 and idx.meta["score"].iloc[3] == 3.0
+    assert idx.meta["path"].tolist() == meta["path"].tolist()

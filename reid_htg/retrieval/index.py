@@ -23,6 +23,11 @@ Design:
   never leaves a half-written index under the name; loading checks every
   checksum, so a truncated or altered file is refused by name.
 - Searching is read-only: several threads may search one index at once.
+- Writes cost what they add, not what the gallery holds: vectors, the alive
+  mask and each metadata column live in buffers that grow by doubling, and a
+  gallery id is found by binary search while ids only grow (the usual case)
+  or through a hash index otherwise. A service adding one item to a 100k
+  gallery no longer copies the gallery under the write lock.
 """
 from __future__ import annotations
 
@@ -45,6 +50,15 @@ _FILES = ("index.faiss", "vectors.npy", "alive.npy", "metadata.csv")
 
 class GalleryIndexError(ValueError):
     """A gallery index refused an input or a file; the message names the problem."""
+
+
+def _merged_dtype(old: np.dtype, new: np.dtype, rows_before: int) -> np.dtype:
+    """The dtype a metadata column takes when rows of ``new`` join rows of ``old`` (as ``pd.concat`` would; object when mixed)."""
+    if not rows_before:
+        return new
+    if old.kind in "biuf" and new.kind in "biuf":
+        return np.result_type(old, new)
+    return np.dtype(object)
 
 
 class RWLock:
@@ -165,10 +179,97 @@ class GalleryIndex:
         self.dim, self.metric, self.index_type, self.fingerprint = int(dim), metric, index_type, fingerprint
         self.params = {"hnsw_m": 32, "ef_search": 64, "ef_construction": 80, "nprobe": 16, "rerank": 10, **(params or {})}
         self.index = None
-        self.vectors = np.zeros((0, self.dim), np.float32)
-        self.alive = np.zeros(0, bool)
-        self.meta = pd.DataFrame({"gallery_id": pd.Series([], dtype=np.int64)})
         self._lock = RWLock()  # searches share it; add, delete, compact and save hold it alone
+        self._set_rows(np.zeros((0, self.dim), np.float32), np.zeros(0, bool), {"gallery_id": np.zeros(0, np.int64)})
+
+    # ---------------------------------------------------------------- row storage
+    def _set_rows(self, vectors: np.ndarray, alive: np.ndarray, columns: dict[str, np.ndarray]) -> None:
+        """Replace every row: ``vectors`` (may be a read-only memory map; copied on the first add), ``alive``, metadata columns."""
+        self._vecs, self._alive, self._cols = vectors, np.asarray(alive, bool).copy(), dict(columns)
+        self._n, self._live = len(vectors), int(self._alive.sum())
+        ids = self._cols["gallery_id"]
+        self._ids_sorted = bool(len(ids) < 2 or (np.diff(ids) > 0).all())
+        self._id_index = None  # pd.Index over gallery ids, built on demand when they are not increasing
+        self._meta_df = None
+
+    @property
+    def vectors(self) -> np.ndarray:
+        """(rows, dim) float32, live and dead rows in row order (a view; do not write to it)."""
+        return self._vecs[: self._n]
+
+    @property
+    def alive(self) -> np.ndarray:
+        """(rows,) bool: False where a row was deleted (a view)."""
+        return self._alive[: self._n]
+
+    @property
+    def meta(self) -> pd.DataFrame:
+        """The metadata table, one row per row, ``gallery_id`` first (built once per change, then cached)."""
+        if self._meta_df is None:
+            self._meta_df = pd.DataFrame({c: v[: self._n] for c, v in self._cols.items()})
+        return self._meta_df
+
+    def columns(self) -> list[str]:
+        """Metadata column names, ``gallery_id`` first."""
+        return list(self._cols)
+
+    def rows_of(self, gallery_ids) -> np.ndarray:
+        """Row numbers of ``gallery_ids`` (-1 where an id was never added)."""
+        ids = np.atleast_1d(np.asarray(gallery_ids, np.int64))
+        have = self._cols["gallery_id"][: self._n]
+        if not len(have):
+            return np.full(len(ids), -1, np.int64)
+        if self._ids_sorted:
+            pos = np.minimum(np.searchsorted(have, ids), len(have) - 1)
+            return np.where(have[pos] == ids, pos, -1)
+        if self._id_index is None:
+            self._id_index = pd.Index(have)
+        return self._id_index.get_indexer(ids)
+
+    def is_alive(self, gallery_id: int) -> bool:
+        """True when ``gallery_id`` was added and not deleted."""
+        pos = int(self.rows_of([gallery_id])[0])
+        return pos >= 0 and bool(self._alive[pos])
+
+    def max_gallery_id(self) -> int:
+        """The largest gallery id so far (-1 for an empty index)."""
+        ids = self._cols["gallery_id"][: self._n]
+        if not len(ids):
+            return -1
+        return int(ids[-1]) if self._ids_sorted else int(ids.max())
+
+    @staticmethod
+    def _grow(buf: np.ndarray, need: int, dtype=None) -> np.ndarray:
+        """``buf`` with room for ``need`` rows (doubling), of ``dtype``; the same array when it has room and is writable."""
+        dtype = buf.dtype if dtype is None else np.dtype(dtype)
+        if len(buf) >= need and buf.flags.writeable and buf.dtype == dtype and not isinstance(buf, np.memmap):
+            return buf
+        cap = max(need, 2 * len(buf), 16) if len(buf) < need else len(buf)
+        out = np.empty((cap, *buf.shape[1:]), dtype)
+        out[: len(buf)] = buf
+        return out
+
+    def _append_rows(self, x: np.ndarray, meta: pd.DataFrame) -> None:
+        """Append rows in place (under the write lock); rows already there are never moved within a buffer, so views stay valid."""
+        n0, n = self._n, len(x)
+        self._vecs = self._grow(self._vecs, n0 + n)
+        self._vecs[n0 : n0 + n] = x
+        self._alive = self._grow(self._alive, n0 + n)
+        self._alive[n0 : n0 + n] = True
+        for c in meta.columns:
+            new = meta[c].to_numpy()
+            old = self._cols.get(c)
+            if old is None:  # the first rows define the columns
+                old = np.empty(0, new.dtype)
+            dtype = old.dtype if new.dtype == old.dtype else _merged_dtype(old.dtype, new.dtype, n0)
+            buf = self._grow(old, n0 + n, dtype)
+            buf[n0 : n0 + n] = new
+            self._cols[c] = buf
+        ids = self._cols["gallery_id"]
+        grows = (np.diff(ids[n0 : n0 + n]) > 0).all() and not (n0 and ids[n0] <= ids[n0 - 1])
+        self._ids_sorted = bool(self._ids_sorted and grows)
+        self._n, self._live = n0 + n, self._live + n
+        self._id_index, self._meta_df = None, None
 
     # ---------------------------------------------------------------- building
     @classmethod
@@ -247,50 +348,50 @@ class GalleryIndex:
         if len(meta) != n:
             raise GalleryIndexError(f"metadata has {len(meta)} rows but there are {n} embeddings; they must match one to one")
         with self._lock.write:
-            if len(self.meta):  # every row has every column: no NaN filling that a saved index could not read back
-                have, new = set(self.meta.columns) - {"gallery_id"}, set(meta.columns) - {"gallery_id"}
+            if self._n:  # every row has every column: no NaN filling that a saved index could not read back
+                have, new = set(self._cols) - {"gallery_id"}, set(meta.columns) - {"gallery_id"}
                 if have != new:
                     raise GalleryIndexError(f"metadata columns must match the index's {sorted(have)}: missing {sorted(have - new)}, "
                                             f"unknown {sorted(new - have)}")
             if "gallery_id" in meta:
                 ids = meta["gallery_id"].to_numpy(np.int64)
-                clash = np.intersect1d(ids, self.meta["gallery_id"].to_numpy())
+                clash = ids[self.rows_of(ids) >= 0]
                 if len(np.unique(ids)) != n or len(clash):
                     raise GalleryIndexError(f"gallery_id values must be unique and new; repeated: {clash[:5].tolist() or 'within the batch'}")
+                meta["gallery_id"] = ids
             else:
-                start = int(self.meta["gallery_id"].max()) + 1 if len(self.meta) else 0
+                start = self.max_gallery_id() + 1
                 ids = np.arange(start, start + n, dtype=np.int64)
                 meta.insert(0, "gallery_id", ids)
+            meta = meta[["gallery_id", *(self.columns()[1:] if self._n else [c for c in meta.columns if c != "gallery_id"])]]
             if self.index is None:
                 self.index = self._new_faiss(x)
-            rows = np.arange(len(self.vectors), len(self.vectors) + n, dtype=np.int64)
+            rows = np.arange(self._n, self._n + n, dtype=np.int64)
             if self.index_type in ("ivf", "ivfpq"):
                 self.index.add_with_ids(x, rows)
             else:
                 self.index.add(x)  # sequential ids = row numbers
-            self.vectors = np.concatenate([np.asarray(self.vectors), x])
-            self.alive = np.concatenate([self.alive, np.ones(n, bool)])
-            self.meta = pd.concat([self.meta, meta], ignore_index=True) if len(self.meta) else meta
+            self._append_rows(x, meta)
         return ids
 
     def delete(self, gallery_ids) -> int:
         """Remove items by gallery id; returns how many were live. Unknown ids raise."""
         ids = np.atleast_1d(np.asarray(gallery_ids, np.int64))
         with self._lock.write:
-            pos = pd.Index(self.meta["gallery_id"]).get_indexer(ids)
+            pos = self.rows_of(ids)
             if (pos < 0).any():
                 raise GalleryIndexError(f"gallery ids not in the index: {ids[pos < 0][:10].tolist()}")
-            was = int(self.alive[pos].sum())
-            alive = self.alive.copy()
-            alive[pos] = False
-            self.alive = alive  # replaced, not mutated: a concurrent search sees the old or the new array
+            pos = np.unique(pos)
+            was = int(self._alive[pos].sum())
+            self._alive[pos] = False  # in place: searches hold the read side of the lock, so none is running
+            self._live -= was
         return was
 
     def compact(self) -> None:
         """Rebuild without deleted rows (IVF keeps its trained lists)."""
         with self._lock.write:
             keep = np.flatnonzero(self.alive)
-            vec, meta = np.asarray(self.vectors)[keep], self.meta.iloc[keep].reset_index(drop=True)
+            vec = np.asarray(self.vectors)[keep]
             if self.index_type in ("ivf", "ivfpq"):
                 self.index.reset()
                 self.index.add_with_ids(vec, np.arange(len(vec), dtype=np.int64))
@@ -298,10 +399,10 @@ class GalleryIndex:
                 self.index = self._new_faiss(vec)
                 if len(vec):
                     self.index.add(vec)
-            self.vectors, self.meta, self.alive = vec, meta, np.ones(len(vec), bool)
+            self._set_rows(vec, np.ones(len(vec), bool), {c: v[: self._n][keep] for c, v in self._cols.items()})
 
     def __len__(self) -> int:
-        return int(self.alive.sum())
+        return self._live
 
     # ---------------------------------------------------------------- search
     def _search_params(self, dead: np.ndarray):
@@ -327,10 +428,11 @@ class GalleryIndex:
 
     def _search_locked(self, q: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         index, alive, vectors = self.index, self.alive, self.vectors
-        if index is None or not alive.any():
+        if index is None or not self._live:
             raise GalleryIndexError("the index is empty")
-        k_eff = min(k, int(alive.sum()))
-        params, _keep = self._search_params(np.flatnonzero(~alive).astype(np.int64))
+        k_eff = min(k, self._live)
+        dead = np.flatnonzero(~alive).astype(np.int64) if self._live < len(alive) else np.zeros(0, np.int64)
+        params, _keep = self._search_params(dead)
         fetch = k_eff * int(self.params["rerank"]) if self.index_type == "ivfpq" else k_eff
         fetch = min(fetch, len(alive))
         scores, rows = index.search(q, fetch, params=params)
@@ -386,7 +488,7 @@ class GalleryIndex:
             raise GalleryIndexError(f"k must be >= 1, got {k}")
         with self._lock.read:
             dist, rows = self._search_locked(q, k)
-            cols = {c: self.meta[c].to_numpy() for c in self.meta.columns}
+            cols = {c: v[: self._n] for c, v in self._cols.items()}  # views: appends never move rows already there
         out = []
         for d_row, r_row in zip(dist, rows):
             hits = []
@@ -476,16 +578,18 @@ class GalleryIndex:
             idx.index = faiss.read_index(os.path.join(path, "index.faiss"))
         except RuntimeError as exc:
             raise GalleryIndexError(f"{path}: index.faiss cannot be read ({exc})") from None
-        idx.vectors = np.load(os.path.join(path, "vectors.npy"), mmap_mode="r" if mmap else None)
-        idx.alive = np.load(os.path.join(path, "alive.npy"))
+        vectors = np.load(os.path.join(path, "vectors.npy"), mmap_mode="r" if mmap else None)
+        alive = np.load(os.path.join(path, "alive.npy"))
         meta = pd.read_csv(os.path.join(path, "metadata.csv"), keep_default_na=False)
-        idx.meta = meta.astype({c: t for c, t in man["metadata_dtypes"].items() if t != "object" and c in meta})
-        rows = len(idx.alive)
-        if not (len(idx.meta) == len(idx.vectors) == rows == idx.index.ntotal) or int(idx.alive.sum()) != man["count"]:
+        meta = meta.astype({c: t for c, t in man["metadata_dtypes"].items() if t != "object" and c in meta})
+        rows = len(alive)
+        if "gallery_id" not in meta or not (len(meta) == len(vectors) == rows == idx.index.ntotal) or int(alive.sum()) != man["count"]:
             raise GalleryIndexError(
-                f"{path}: counts disagree (manifest {man['count']} live of {man['rows']}, metadata {len(idx.meta)}, "
-                f"vectors {len(idx.vectors)}, faiss {idx.index.ntotal}); rebuild the index"
+                f"{path}: counts disagree (manifest {man['count']} live of {man['rows']}, metadata {len(meta)}, "
+                f"vectors {len(vectors)}, faiss {idx.index.ntotal}); rebuild the index"
             )
-        if idx.vectors.shape[1] != idx.dim or idx.index.d != idx.dim:
+        idx._set_rows(vectors, alive, {c: meta[c].to_numpy() for c in meta.columns})
+        idx._meta_df = meta
+        if vectors.ndim != 2 or vectors.shape[1] != idx.dim or idx.index.d != idx.dim:
             raise GalleryIndexError(f"{path}: stored vectors are not {idx.dim}-d as the manifest says; rebuild the index")
         return idx

@@ -68,7 +68,7 @@ class DurableGallery:
         if not self.db.execute("SELECT COUNT(*) FROM items").fetchone()[0]:
             self._import_metadata()
         self.replayed = self._replay()
-        self.columns = [c for c in self.index.meta.columns if c != "gallery_id"]
+        self.columns = self.index.columns()[1:]
 
     # ------------------------------------------------------------------ start-up
     def _import_metadata(self) -> None:
@@ -82,21 +82,15 @@ class DurableGallery:
     def _replay(self) -> int:
         """Apply the log to the loaded snapshot; returns how many entries changed it."""
         applied = 0
-        present = set(self.index.meta["gallery_id"].tolist())
         for op, gid, blob in self.db.execute("SELECT op, gallery_id, vector FROM log ORDER BY seq").fetchall():
-            if op == "add" and gid not in present:
+            if op == "add" and self.index.rows_of([gid])[0] < 0:
                 meta = json.loads(self.db.execute("SELECT metadata FROM items WHERE gallery_id = ?", (gid,)).fetchone()[0])
                 self.index.add(np.frombuffer(blob, np.float32)[None, :], pd.DataFrame([{"gallery_id": gid, **meta}]))
-                present.add(gid)
                 applied += 1
-            elif op == "delete" and gid in present and self._alive(gid):
+            elif op == "delete" and self.index.is_alive(gid):
                 self.index.delete([gid])
                 applied += 1
         return applied
-
-    def _alive(self, gid: int) -> bool:
-        pos = pd.Index(self.index.meta["gallery_id"]).get_indexer([gid])[0]
-        return pos >= 0 and bool(self.index.alive[pos])
 
     # ------------------------------------------------------------------ reads
     def get(self, gid: int) -> dict:
@@ -120,7 +114,7 @@ class DurableGallery:
                 raise ValueError(f"metadata[{i}] must have exactly the gallery's fields {self.columns}; got {got}")
         with self._write:
             top = self.db.execute("SELECT MAX(gallery_id) FROM items").fetchone()[0]
-            start = max(-1 if top is None else int(top), int(self.index.meta["gallery_id"].max()) if len(self.index.meta) else -1) + 1
+            start = max(-1 if top is None else int(top), self.index.max_gallery_id()) + 1
             ids = list(range(start, start + len(x)))
             with self.db:
                 self.db.execute("BEGIN IMMEDIATE")
