@@ -48,7 +48,7 @@ def main(argv=None) -> int:
     app = create_app(gallery, embedder, api_key=args.api_key, max_k=args.max_k, max_body_bytes=int(args.max_body_mb * 2**20))
     print(f"serving {len(gallery.index)} items ({gallery.index.index_type}, {gallery.index.dim}-d) from {data_dir} "
           f"({gallery.replayed} logged writes replayed) on http://{args.host}:{args.port}", flush=True)
-    uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
+    uvicorn.run(app, host=args.host, port=args.port, log_level="warning", access_log=False)
     return 0
 
 

@@ -29,6 +29,44 @@ from fastapi.responses import JSONResponse
 
 from reid_htg.serve.store import DurableGallery, NotFound
 
+try:  # a faster JSON parser when installed (embeddings are long lists of floats)
+    import orjson
+except ImportError:  # pragma: no cover - depends on the environment
+    orjson = None
+
+
+def _loads(body: bytes):
+    """Parse a JSON body: orjson when installed, the standard library for what orjson refuses (NaN literals, which
+    Python clients send and which deserve their own error) and when it is missing."""
+    if orjson is not None:
+        try:
+            return orjson.loads(body)
+        except orjson.JSONDecodeError:
+            pass
+    return json.loads(body)
+
+
+class _Limits:
+    """Pure ASGI middleware (no per-request task or body stream as with ``@app.middleware``): refuse a
+    declared body over the limit (413) and, when a key is set, writes without it (401)."""
+
+    def __init__(self, app, max_body_bytes: int, api_key: str | None):
+        self.app, self.max_body_bytes, self.api_key = app, max_body_bytes, api_key
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] == "http":
+            headers = dict(scope["headers"])
+            size = headers.get(b"content-length", b"").decode("latin-1")
+            refusal = None
+            if size.isdigit() and int(size) > self.max_body_bytes:
+                refusal = (413, f"request body of {int(size)} bytes is over the limit of {self.max_body_bytes}")
+            elif (self.api_key and scope["method"] in ("POST", "DELETE", "PUT") and scope["path"].startswith("/items")
+                  and headers.get(b"x-api-key", b"").decode("latin-1") != self.api_key):
+                refusal = (401, "writes need the X-API-Key header with the service's key")
+            if refusal:
+                return await _error(*refusal)(scope, receive, send)
+        return await self.app(scope, receive, send)
+
 
 class BadRequest(ValueError):
     def __init__(self, message: str, status: int = 422):
@@ -63,22 +101,14 @@ def create_app(gallery: DurableGallery, embedder=None, api_key: str | None = Non
     async def unexpected(request, exc: Exception):  # a bug: say so, without a stack trace to the client
         return _error(500, f"internal error ({type(exc).__name__}); see the server log")
 
-    @app.middleware("http")
-    async def limits(request: Request, call_next):
-        size = request.headers.get("content-length")
-        if size is not None and size.isdigit() and int(size) > max_body_bytes:
-            return _error(413, f"request body of {int(size)} bytes is over the limit of {max_body_bytes}")
-        if request.method in ("POST", "DELETE", "PUT") and request.url.path.startswith("/items") and api_key:
-            if request.headers.get("x-api-key") != api_key:
-                return _error(401, "writes need the X-API-Key header with the service's key")
-        return await call_next(request)
+    app.add_middleware(_Limits, max_body_bytes=max_body_bytes, api_key=api_key)
 
     async def read_json(request: Request) -> dict:
         body = await request.body()
         if len(body) > max_body_bytes:
             raise BadRequest(f"request body of {len(body)} bytes is over the limit of {max_body_bytes}", 413)
         try:
-            data = json.loads(body)
+            data = _loads(body)
         except (json.JSONDecodeError, UnicodeDecodeError) as exc:
             raise BadRequest(f"malformed JSON: {exc}", 400) from None
         if not isinstance(data, dict):
@@ -151,7 +181,7 @@ def create_app(gallery: DurableGallery, embedder=None, api_key: str | None = Non
                 for key, v in hit.items():
                     if isinstance(v, float) and math.isnan(v):
                         hit[key] = None
-        return {"results": results}
+        return JSONResponse({"results": results})  # plain types already: no jsonable_encoder walk
 
     @app.post("/items")
     async def add_items(request: Request):
