@@ -1,7 +1,5 @@
 import json
 import os
-import subprocess
-import sys
 
 import numpy as np
 import pandas as pd
@@ -74,15 +72,17 @@ def test_corrupted_image_is_named_and_unusable(market):
 
 def test_check_dataset_tool(market, tmp_path):
     out = tmp_path / "r.json"
-    cmd = [sys.executable, os.path.join(ROOT, "tools", "check_dataset.py"), "--dataset", "market1501", "--data-root", str(market), "--json", str(out)]
-    ok = subprocess.run(cmd, capture_output=True, text=True)
+    from conftest import run_tool_here
+
+    cmd = ["--dataset", "market1501", "--data-root", str(market), "--json", str(out)]
+    ok = run_tool_here("check_dataset.py", *cmd, check=False)
     assert ok.returncode == 0, ok.stderr
     rep = json.loads(out.read_text())
     assert rep["splits"]["train"] == {"images": 4, "ids": 2, "cams": 3}
     _corrupt(str(market / "query" / "0003_c1s1_000001_00.jpg"))
-    bad = subprocess.run(cmd, capture_output=True, text=True)
+    bad = run_tool_here("check_dataset.py", *cmd, check=False)
     assert bad.returncode == 1 and "0003_c1s1_000001_00.jpg" in bad.stdout
-    missing = subprocess.run(cmd[:-4] + ["--data-root", str(tmp_path / "nope")], capture_output=True, text=True)
+    missing = run_tool_here("check_dataset.py", *cmd[:-4], "--data-root", str(tmp_path / "nope"), check=False)
     assert missing.returncode == 2 and "not found" in missing.stderr
 
 

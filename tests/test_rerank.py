@@ -45,19 +45,16 @@ def test_sparse_rerank_equals_dense_original(rng):
 
 def test_rerank_through_eval_tool(tmp_path, rng):
     import json
-    import os
-    import subprocess
-    import sys
 
     centers = rng.standard_normal((30, 16))
     qp, gp = rng.integers(0, 30, 60), rng.integers(0, 30, 300)
     np.savez(tmp_path / "f.npz", qf=(centers[qp] + 0.9 * rng.standard_normal((60, 16))).astype(np.float32),
              gf=(centers[gp] + 0.9 * rng.standard_normal((300, 16))).astype(np.float32),
              q_pids=qp, g_pids=gp, q_camids=np.zeros(60, int), g_camids=np.ones(300, int))
-    tool = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "tools", "eval.py")
-    base = [sys.executable, tool, "--features", str(tmp_path / "f.npz")]
-    subprocess.run(base + ["--json", str(tmp_path / "a.json")], check=True, capture_output=True)
-    out = subprocess.run(base + ["--rerank", "--json", str(tmp_path / "b.json")], check=True, capture_output=True, text=True)
+    from conftest import run_tool_here
+
+    run_tool_here("eval.py", "--features", tmp_path / "f.npz", "--json", tmp_path / "a.json")
+    out = run_tool_here("eval.py", "--features", tmp_path / "f.npz", "--rerank", "--json", tmp_path / "b.json")
     a, b = (json.loads((tmp_path / f).read_text()) for f in ("a.json", "b.json"))
     assert "re-ranking" in out.stdout
     assert b["mAP"] > a["mAP"]  # clustered identities: re-ranking helps, as it does on real re-ID data

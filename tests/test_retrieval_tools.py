@@ -1,12 +1,11 @@
 """tools/embed.py -> tools/build_index.py -> tools/search.py on a tiny synthetic set with an untrained model."""
 import os
-import subprocess
-import sys
 
 import numpy as np
 import pandas as pd
 import pytest
 import torch
+from conftest import run_tool_here
 
 from reid_htg.checkpoint import save_checkpoint
 from reid_htg.data.synthetic import read_synthetic
@@ -16,10 +15,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def run(tool, *args, check=True):
-    out = subprocess.run([sys.executable, os.path.join(ROOT, "tools", tool), *args], capture_output=True, text=True, cwd=ROOT)
-    if check:
-        assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-2000:]
-    return out
+    return run_tool_here(tool, *args, check=check)  # in this process (tests/conftest.py)
 
 
 @pytest.fixture(scope="module")

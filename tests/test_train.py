@@ -9,6 +9,7 @@ import time
 import numpy as np
 import pytest
 import torch
+from conftest import run_tool_here
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY = [
@@ -18,11 +19,9 @@ TINY = [
 ]
 
 
-def run(tool, *args, env=None, check=True):
-    out = subprocess.run([sys.executable, os.path.join(ROOT, "tools", tool), *args], capture_output=True, text=True, cwd=ROOT, env=env)
-    if check and out.returncode != 0:
-        raise AssertionError(f"{tool} failed ({out.returncode}):\n{out.stdout[-3000:]}\n{out.stderr[-3000:]}")
-    return out
+def run(tool, *args, check=True):
+    """A tool run in this process (tests/conftest.py); the tests that need a process of their own start one."""
+    return run_tool_here(tool, *args, check=check)
 
 
 def train(tmp_path, name, *extra, epochs=4):
@@ -72,22 +71,41 @@ def test_killed_run_resumes_exactly(tmp_path):
     killed = tmp_path / "runs" / "killed"
     args = [sys.executable, os.path.join(ROOT, "tools", "train_reid.py"), "--data-root", str(tmp_path / "syn"),
             "--output-dir", str(killed), "name=killed", "epochs=2", *TINY]
-    proc = subprocess.Popen(args, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    env = dict(os.environ, OMP_NUM_THREADS="1")  # one thread, as the in-process runs here (conftest): the same arithmetic
+    proc = subprocess.Popen(args, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
     ckpt = killed / "last.pt"
     deadline = time.time() + 300
     while not ckpt.is_file() and proc.poll() is None and time.time() < deadline:
         time.sleep(0.05)
-    proc.kill()  # during the second epoch: the first epoch's checkpoint is all that survives
+    proc.kill()  # as soon as epoch 1's checkpoint exists: during its evaluation or epoch 2; its row may not be written yet
     proc.wait()
     assert torch.load(ckpt, weights_only=True)["epoch"] == 1
     res = run("train_reid.py", *args[2:], "--resume")
     assert "resumed" in res.stdout
     a, b = metrics(full), metrics(killed)
     assert [r["epoch"] for r in b] == ["1", "2"]
-    assert float(a[1]["loss"]) == pytest.approx(float(b[1]["loss"]), rel=1e-4)
+    assert all(float(a[i]["loss"]) == pytest.approx(float(b[i]["loss"]), rel=1e-4) for i in (0, 1))
     wa = torch.load(full / "last.pt", weights_only=True)["model"]
     wb = torch.load(ckpt, weights_only=True)["model"]
     assert all(torch.allclose(wa[k].float(), wb[k].float(), atol=1e-4) for k in wa)
+
+
+def test_resume_keeps_one_row_per_saved_epoch(tmp_path):
+    """A kill between an epoch's checkpoint and its row (during evaluation) loses no row; rows past the checkpoint go."""
+    sys.path.insert(0, os.path.join(ROOT, "tools"))
+    from train_reid import keep_rows_up_to
+
+    path = tmp_path / "metrics.csv"
+    path.write_text("epoch,loss,rank1\n1,0.9,\n")
+    keep_rows_up_to(str(path), 2, ["2", "0.8", ""])  # epoch 2 saved, its row never written: restored from the checkpoint
+    keep_rows_up_to(str(path), 2, ["2", "0.8", ""])  # a second resume does not repeat it
+    assert path.read_text().splitlines() == ["epoch,loss,rank1", "1,0.9,", "2,0.8,"]
+    path.write_text("epoch,loss,rank1\n1,0.9,\n2,0.8,0.5\n3,0.7,\n")
+    keep_rows_up_to(str(path), 2, ["2", "0.8", ""])  # the evaluated row is kept, the row past the checkpoint dropped
+    assert path.read_text().splitlines() == ["epoch,loss,rank1", "1,0.9,", "2,0.8,0.5"]
+    (tmp_path / "last.pt.tmp123").write_bytes(b"half")
+    keep_rows_up_to(str(path), 2)
+    assert not (tmp_path / "last.pt.tmp123").exists()
 
 
 def test_resume_refuses_other_config(tmp_path):

@@ -176,12 +176,19 @@ def htg_starts(cfg: TrainConfig, epoch: int, active_all: float | None) -> bool:
     return epoch >= h.warmup_epochs and (h.start_active is None or (active_all is not None and active_all < h.start_active))
 
 
-def keep_rows_up_to(path: str, epoch: int) -> None:
-    """On resume: drop metrics rows after the checkpoint's epoch (a kill between a row and its checkpoint) and stale temporary checkpoints."""
+def keep_rows_up_to(path: str, epoch: int, saved_row: list[str] | None = None) -> None:
+    """On resume: metrics rows up to the checkpoint's epoch, no further, and no stale temporary checkpoints.
+
+    A kill after an epoch's checkpoint but before its row (during evaluation)
+    would lose the row; the checkpoint carries the row's training columns
+    (``saved_row``), which are restored then, with the evaluation left empty.
+    """
     with open(path, newline="") as fh:
         rows = list(csv.reader(fh))
     kept = rows[:1] + [r for r in rows[1:] if r and int(float(r[0])) <= epoch]
-    if len(kept) != len(rows):
+    if saved_row and not any(int(float(r[0])) == epoch for r in kept[1:]):
+        kept.append(saved_row)
+    if kept != rows:
         with open(path, "w", newline="") as fh:
             csv.writer(fh).writerows(kept)
     folder = os.path.dirname(os.path.abspath(path))
@@ -190,9 +197,13 @@ def keep_rows_up_to(path: str, epoch: int) -> None:
             os.remove(os.path.join(folder, name))
 
 
+def format_row(columns: list[str], row: dict) -> list[str]:
+    return [f"{row[c]:.6g}" if isinstance(row.get(c), float) else str(row.get(c, "")) for c in columns]
+
+
 def write_row(path: str, columns: list[str], row: dict) -> None:
     with open(path, "a", newline="") as fh:
-        csv.writer(fh).writerow([f"{row[c]:.6g}" if isinstance(row.get(c), float) else row.get(c, "") for c in columns])
+        csv.writer(fh).writerow(format_row(columns, row))
 
 
 def main(argv=None) -> int:
@@ -224,7 +235,7 @@ def main(argv=None) -> int:
     steps = len(sampler)
     opt, sched = build_optimization(cfg, model.parameters(), steps)
 
-    start_epoch, htg_start, active_all = 0, None, None
+    start_epoch, htg_start, active_all, saved_row = 0, None, None, None
     ckpt_path = os.path.join(out_dir, "last.pt")
     if args.resume:
         path = ckpt_path if args.resume == "auto" else args.resume
@@ -240,6 +251,7 @@ def main(argv=None) -> int:
         if htg is not None and state.get("htg") is not None:
             htg.load_state_dict(state["htg"])
         start_epoch, htg_start, active_all = state["epoch"], state.get("htg_start"), state.get("active_all")
+        saved_row = state.get("metrics_row")
         if main_proc:
             print(f"resumed from {path} after epoch {start_epoch}")
     if htg is not None and world > 1:
@@ -262,7 +274,7 @@ def main(argv=None) -> int:
             with open(csv_path, "w", newline="") as fh:
                 csv.writer(fh).writerow(columns)
         else:
-            keep_rows_up_to(csv_path, start_epoch)
+            keep_rows_up_to(csv_path, start_epoch, saved_row)
 
     result = val_result = None
     for epoch in range(start_epoch, cfg.epochs):
@@ -315,7 +327,8 @@ def main(argv=None) -> int:
         active_all = row.get("tri_active_all")
         if htg is not None:
             row["htg_on"] = int(htg_start is not None)
-        save_run(cfg, out_dir, ckpt_path, epoch, model, opt, sched, htg, htg_start, active_all, aug_gen, world, main_proc, num_classes)
+        save_run(cfg, out_dir, ckpt_path, epoch, model, opt, sched, htg, htg_start, active_all, aug_gen, world, main_proc, num_classes,
+                 format_row(columns, row))
         last = epoch + 1 == cfg.epochs
         if main_proc and evaluated and (last or (cfg.eval_every and (epoch + 1) % cfg.eval_every == 0)):
             if data.val is not None:  # model selection reads the validation split; the test split waits for the end
@@ -336,8 +349,10 @@ def main(argv=None) -> int:
     return 0
 
 
-def save_run(cfg, out_dir, ckpt_path, epoch, model, opt, sched, htg, htg_start, active_all, aug_gen, world, main_proc, num_classes) -> None:
-    """Write last.pt (atomically) with everything a resume needs; under DDP every process's augmentation RNG state."""
+def save_run(cfg, out_dir, ckpt_path, epoch, model, opt, sched, htg, htg_start, active_all, aug_gen, world, main_proc, num_classes,
+             metrics_row: list[str]) -> None:
+    """Write last.pt (atomically) with everything a resume needs (under DDP every process's augmentation RNG state) and the
+    epoch's metrics row before evaluation, so a kill during evaluation loses no row."""
     rng_states = [aug_gen.get_state()]
     if world > 1:
         rng_states = [torch.empty_like(rng_states[0]) for _ in range(world)]
@@ -350,7 +365,7 @@ def save_run(cfg, out_dir, ckpt_path, epoch, model, opt, sched, htg, htg_start, 
             "htg": htg.state_dict() if htg is not None else None, "htg_start": htg_start, "active_all": active_all,
             "aug_rng": rng_states, "epoch": epoch + 1, "config": to_dict(cfg), "model_args": model_args(cfg, num_classes),
             "data_args": dict(dataset=cfg.data.dataset, root=os.path.abspath(cfg.data.root), args=cfg.data.args, height=cfg.data.height, width=cfg.data.width),
-            "code_version": code_version(), "versions": package_versions(),
+            "code_version": code_version(), "versions": package_versions(), "metrics_row": metrics_row,
         },
         ckpt_path,
     )
