@@ -211,7 +211,7 @@ class GalleryIndex:
 
     def columns(self) -> list[str]:
         """Metadata column names, ``gallery_id`` first."""
-        return list(self._cols)
+        return ["gallery_id", *(c for c in self._cols if c != "gallery_id")]
 
     def rows_of(self, gallery_ids) -> np.ndarray:
         """Row numbers of ``gallery_ids`` (-1 where an id was never added)."""
