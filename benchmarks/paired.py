@@ -73,6 +73,7 @@ ARMS = {  # name -> overrides; every HTG arm names its variant, so no arm change
     "htg_rev_gl01": SEMI_HARD + ["htg.g_target=reversed", "htg.g_label=0.1"],
     "both": ["model.keypoint_blocks=[3,4]", *SEMI_HARD],  # session 3's choice, kept for its table
     "both_gl": ["model.keypoint_blocks=[3,4]", *CHOSEN],  # keypoint blocks + the chosen variant
+    "both_gl_static": ["model.keypoint_blocks=[3,4]", *CHOSEN, "htg.g_steps=0"],  # its control: G stays the identity
 }
 
 
