@@ -38,12 +38,12 @@ except ImportError:  # pragma: no cover - depends on the environment
 def _loads(body: bytes):
     """Parse a JSON body: orjson when installed, the standard library for what orjson refuses (NaN literals, which
     Python clients send and which deserve their own error) and when it is missing."""
-    if orjson is not None:
-        try:
-            return orjson.loads(body)
-        except orjson.JSONDecodeError:
-            pass
-    return json.loads(body)
+    if orjson is None:
+        return json.loads(body)
+    try:
+        return orjson.loads(body)
+    except orjson.JSONDecodeError:  # the standard library parses NaN (named later) and names what is truly malformed
+        return json.loads(body)
 
 
 class _Limits:
