@@ -15,6 +15,7 @@ Numbers measured on it say nothing about real re-ID accuracy.
 """
 from __future__ import annotations
 
+import contextlib
 import inspect
 import json
 import os
@@ -133,6 +134,31 @@ def read_synthetic(root: str, **params) -> pd.DataFrame:
     """
     if "size" in params:
         params["size"] = list(params["size"])
+    os.makedirs(root, exist_ok=True)
+    with _exclusive(os.path.join(root, ".synthetic.lock")):  # several processes (torchrun ranks) on one root: one generates
+        _make_synthetic(root, params)
+    df = read_market1501(root, name="synthetic")
+    df.attrs["name"] = "synthetic"
+    return df
+
+
+@contextlib.contextmanager
+def _exclusive(path: str):
+    """An exclusive advisory lock on ``path`` (POSIX ``flock``; without fcntl, no lock)."""
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - not POSIX
+        yield
+        return
+    with open(path, "a") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def _make_synthetic(root: str, params: dict) -> None:
     manifest = os.path.join(root, "synthetic.json")
     if os.path.isfile(manifest):
         with open(manifest) as fh:
@@ -150,12 +176,10 @@ def read_synthetic(root: str, **params) -> pd.DataFrame:
             raise ValueError(f"unknown synthetic parameter(s) {sorted(unknown)}; valid: {sorted(made)}")
         made.update(params)
         generate_synthetic(root, **{**made, "size": tuple(made["size"])})
-        with open(manifest + ".tmp", "w") as fh:
+        tmp = f"{manifest}.tmp-{os.getpid()}"
+        with open(tmp, "w") as fh:
             json.dump(made, fh)
-        os.replace(manifest + ".tmp", manifest)  # written last: a half-generated folder is regenerated
-    df = read_market1501(root, name="synthetic")
-    df.attrs["name"] = "synthetic"
-    return df
+        os.replace(tmp, manifest)  # written last: a half-generated folder is regenerated
 
 
 register("synthetic", read_synthetic, root_is_folder=False)  # generated into its root on first use
