@@ -54,7 +54,7 @@ HTG = ["htg.enabled=true"]  # every arm below names each HTG key a default ever 
 OLD = HTG + ["htg.g_label=1.0", "htg.lr=0.0002"]  # G's balance and learning rate before session 4
 BH_REV = OLD + ["htg.mining=batch_hard", "htg.g_target=reversed"]  # the first implementation's choices
 SEMI_HARD = OLD + ["htg.mining=semi_hard", "htg.g_target=hard"]  # session 3's choice
-CHOSEN = HTG + ["htg.mining=semi_hard", "htg.g_target=hard", "htg.g_label=0.1", "htg.lr=0.001"]  # the config defaults
+CHOSEN = HTG + ["htg.mining=semi_hard", "htg.g_target=hard", "htg.g_label=0.1", "htg.lr=0.001", "htg.f_hard=0.5"]  # session 4's choice
 ARMS = {  # name -> overrides; every HTG arm names its variant, so no arm changes when a default does
     "basic": [],
     "keypoint": ["model.keypoint_blocks=[3,4]"],
@@ -71,9 +71,16 @@ ARMS = {  # name -> overrides; every HTG arm names its variant, so no arm change
     "htg_gl01": SEMI_HARD + ["htg.g_label=0.1"],
     "htg_gl01_lr": CHOSEN,
     "htg_rev_gl01": SEMI_HARD + ["htg.g_target=reversed", "htg.g_label=0.1"],
+    # session 5: how much G may move (g_close) and how much the embedding network learns from G's triplets (f_hard)
+    "htg_gl01_lr_close": CHOSEN + ["htg.g_close=1.0"],
+    "htg_gl01_lr_fh1": CHOSEN + ["htg.f_hard=1.0"],
+    "htg_gl01_lr_fh1_static": CHOSEN + ["htg.f_hard=1.0", "htg.g_steps=0"],
+    "htg_gl01_lr_fh2": CHOSEN + ["htg.f_hard=2.0"],  # session 5's choice, the config defaults
+    "htg_gl01_lr_fh2_static": CHOSEN + ["htg.f_hard=2.0", "htg.g_steps=0"],
     "both": ["model.keypoint_blocks=[3,4]", *SEMI_HARD],  # session 3's choice, kept for its table
     "both_gl": ["model.keypoint_blocks=[3,4]", *CHOSEN],  # keypoint blocks + the chosen variant
     "both_gl_static": ["model.keypoint_blocks=[3,4]", *CHOSEN, "htg.g_steps=0"],  # its control: G stays the identity
+    "both_fh2": ["model.keypoint_blocks=[3,4]", *CHOSEN, "htg.f_hard=2.0"],  # keypoint blocks + session 5's choice
 }
 
 
