@@ -51,7 +51,7 @@ DATASETS = {  # name -> (config, default data root, protocol)
     "cub50": ("cub50_cpu.yaml", os.path.join(SHARED, "cub50", "images"), "CUB-50, CPU recipe (ResNet-18, 64x64, 20 epochs)"),
 }
 HTG = ["htg.enabled=true"]  # every arm below names each HTG key a default ever changed, so no arm changes with the defaults
-OLD = HTG + ["htg.g_label=1.0", "htg.lr=0.0002"]  # G's balance and learning rate before session 4
+OLD = HTG + ["htg.g_label=1.0", "htg.lr=0.0002", "htg.f_hard=0.5"]  # G's balance, its learning rate and F's hard weight before session 4
 BH_REV = OLD + ["htg.mining=batch_hard", "htg.g_target=reversed"]  # the first implementation's choices
 SEMI_HARD = OLD + ["htg.mining=semi_hard", "htg.g_target=hard"]  # session 3's choice
 CHOSEN = HTG + ["htg.mining=semi_hard", "htg.g_target=hard", "htg.g_label=0.1", "htg.lr=0.001", "htg.f_hard=0.5"]  # session 4's choice
@@ -81,6 +81,7 @@ ARMS = {  # name -> overrides; every HTG arm names its variant, so no arm change
     "both_gl": ["model.keypoint_blocks=[3,4]", *CHOSEN],  # keypoint blocks + the chosen variant
     "both_gl_static": ["model.keypoint_blocks=[3,4]", *CHOSEN, "htg.g_steps=0"],  # its control: G stays the identity
     "both_fh2": ["model.keypoint_blocks=[3,4]", *CHOSEN, "htg.f_hard=2.0"],  # keypoint blocks + session 5's choice
+    "both_fh2_static": ["model.keypoint_blocks=[3,4]", *CHOSEN, "htg.f_hard=2.0", "htg.g_steps=0"],  # its control
 }
 
 
@@ -129,6 +130,35 @@ def run(dataset: str, arm: str, overrides: list[str], seed: int, args) -> None:
     subprocess.run(cmd, check=True)
 
 
+DIAGNOSTICS = ["g_shift", "d_auc", "d_id_acc", "gap_change", "emb_norm"]  # HTG's per-epoch columns of metrics.csv
+
+
+def diagnostics(base: str, arms: list[str], seeds: list[int]) -> str:
+    """HTG's diagnostics at each run's last epoch, min to max over seeds per arm (``""`` when no run has them)."""
+    rows = []
+    for arm in arms:
+        last = []
+        for seed in seeds:
+            path = os.path.join(base, f"{arm}_s{seed}", "metrics.csv")
+            if os.path.isfile(path):
+                with open(path, newline="") as fh:
+                    table = list(csv.DictReader(fh))
+                if table and table[-1].get("g_shift"):
+                    last.append({k: float(table[-1][k]) for k in DIAGNOSTICS if table[-1].get(k)})
+        if last:
+            cells = []
+            for k in DIAGNOSTICS:
+                v = [r[k] for r in last if k in r]
+                cells.append(f"{min(v):.3g} to {max(v):.3g}" if v else "")
+            rows.append(f"| {arm} | {len(last)} | " + " | ".join(cells) + " |")
+    if not rows:
+        return ""
+    head = "HTG diagnostics at the last epoch, min to max over seeds (g_shift = |G(f) - f| / |f|; d_auc: D's real-vs-generated AUC; " \
+           "d_id_acc: D's identity accuracy on real features; gap_change: generated minus real triplet gap; emb_norm: mean |f|)"
+    cols = ["arm", "runs", *DIAGNOSTICS]
+    return "\n".join([head, "", "| " + " | ".join(cols) + " |", "|" + "---|" * len(cols), *rows])
+
+
 def summarise(dataset: str, arms: list[str], args) -> str:
     base = os.path.join(args.runs_dir, dataset)
     results = {}
@@ -163,6 +193,9 @@ def summarise(dataset: str, arms: list[str], args) -> str:
     lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
     lines += ["| " + " | ".join(str(r.get(c, "")) for c in cols) + " |" for r in rows]
     table = f"{title}\n\n" + "\n".join(lines)
+    diag = diagnostics(base, arms, args.seeds)
+    if diag:
+        table += "\n\n" + diag
     name = "paired_val" if args.val else "paired"
     with open(os.path.join(base, f"{name}.md"), "w") as fh:
         fh.write(table + "\n")

@@ -1,0 +1,93 @@
+"""benchmarks/paired.py: the paired table (differences, intervals, validation vs test split), diagnostics, the arm list."""
+import argparse
+import csv
+import importlib.util
+import json
+import os
+
+import numpy as np
+import pytest
+from scipy import stats
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+@pytest.fixture(scope="module")
+def paired():
+    spec = importlib.util.spec_from_file_location("paired_benchmark", os.path.join(ROOT, "benchmarks", "paired.py"))
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def write_run(base, arm, seed, rank1, mAP, val=False, diag=None):
+    out = os.path.join(base, f"{arm}_s{seed}")
+    os.makedirs(out, exist_ok=True)
+    with open(os.path.join(out, "val.json" if val else "eval.json"), "w") as fh:
+        json.dump({"rank1": rank1, "mAP": mAP}, fh)
+    if diag is not None:
+        with open(os.path.join(out, "metrics.csv"), "w", newline="") as fh:
+            w = csv.DictWriter(fh, fieldnames=["epoch", *diag])
+            w.writeheader()
+            w.writerow({"epoch": 1, **{k: "" for k in diag}})  # before HTG starts: empty
+            w.writerow({"epoch": 2, **diag})
+
+
+def args_for(tmp_path, seeds, reference, val=False):
+    return argparse.Namespace(runs_dir=str(tmp_path), seeds=seeds, reference=reference, val=val, val_ids=100)
+
+
+def test_paired_ci_is_students_t(paired):
+    d = [0.3, 1.1, -0.2, 0.8, 0.5]
+    m, lo, hi = paired.paired_ci(d)
+    half = stats.t.ppf(0.975, 4) * np.std(d, ddof=1) / np.sqrt(5)
+    assert m == pytest.approx(np.mean(d))
+    assert (lo, hi) == pytest.approx((np.mean(d) - half, np.mean(d) + half))
+    m1, lo1, hi1 = paired.paired_ci([2.0])
+    assert m1 == 2.0 and np.isnan(lo1) and np.isnan(hi1)
+
+
+def test_summary_pairs_by_seed_and_reads_the_right_split(paired, tmp_path):
+    base = tmp_path / "small"
+    # the arm beats the reference by exactly 1 point of mAP and 2 of rank-1 on every seed; seed 3 has no pair
+    for s, (r, m) in enumerate([(0.10, 0.20), (0.30, 0.25), (0.20, 0.15)]):
+        write_run(base, "ref", s, r, m)
+        write_run(base, "arm", s, r + 0.02, m + 0.01, diag={"g_shift": 0.1 + s / 100, "d_auc": 0.7, "gap_change": -0.004})
+    write_run(base, "arm", 3, 0.9, 0.9)
+    write_run(base, "arm", 0, 0.99, 0.99, val=True)  # a validation result must not leak into the test table
+    table = paired.summarise("small", ["ref", "arm"], args_for(tmp_path, [0, 1, 2, 3], "ref"))
+    row = next(line for line in table.splitlines() if line.startswith("| arm | 4 |"))
+    assert "| 3 | +2.00 [+2.00, +2.00] | +1.00 [+1.00, +1.00] |" in row  # 3 pairs, zero spread
+    assert "test split" in table
+    assert "| arm | 3 | 0.1 to 0.12 | 0.7 to 0.7 |" in table  # diagnostics from the last epoch of the 3 runs that have them
+    with open(base / "paired.csv") as fh:
+        rows = list(csv.DictReader(fh))
+    assert [r["arm"] for r in rows] == ["ref", "arm"] and rows[1]["pairs"] == "3"
+    assert (base / "paired.md").read_text().strip() == table.strip()
+
+    val = paired.summarise("small", ["ref", "arm"], args_for(tmp_path, [0], "ref", val=True))
+    assert "validation split" in val and "| arm | 1 | 99.0 | 99.0 |" in val
+    assert (base / "paired_val.md").is_file()
+
+
+def test_summary_without_runs_says_so(paired, tmp_path):
+    with pytest.raises(SystemExit, match="no finished run"):
+        paired.summarise("small", ["ref"], args_for(tmp_path, [0], "ref"))
+
+
+def test_every_htg_arm_names_the_keys_whose_defaults_changed(paired):
+    """An arm's meaning must not change when a default does: each HTG arm sets every key a session changed."""
+    changed = ["htg.mining", "htg.g_target", "htg.g_label", "htg.lr", "htg.f_hard"]
+    for name, overrides in paired.ARMS.items():
+        keys = {o.split("=", 1)[0] for o in overrides}
+        if "htg.enabled" in keys:
+            assert set(changed) <= keys, f"arm {name} leaves {sorted(set(changed) - keys)} to the defaults"
+
+
+def test_bad_arm_definition_is_refused(paired, monkeypatch, tmp_path):
+    monkeypatch.setattr("sys.argv", ["paired.py", "--arm", "nonsense", "--runs-dir", str(tmp_path)])
+    with pytest.raises(SystemExit, match="NAME="):
+        paired.main()
+    monkeypatch.setattr("sys.argv", ["paired.py", "--arms", "no_such_arm", "--runs-dir", str(tmp_path)])
+    with pytest.raises(SystemExit, match="unknown arm"):
+        paired.main()
