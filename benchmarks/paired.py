@@ -78,7 +78,7 @@ ARMS = {  # name -> overrides; every HTG arm names its variant, so no arm change
     "htg_gl01_lr_fh2": CHOSEN + ["htg.f_hard=2.0"],  # session 5's choice, the config defaults
     "htg_gl01_lr_fh2_static": CHOSEN + ["htg.f_hard=2.0", "htg.g_steps=0"],
     "both": ["model.keypoint_blocks=[3,4]", *SEMI_HARD],  # session 3's choice, kept for its table
-    "both_gl": ["model.keypoint_blocks=[3,4]", *CHOSEN],  # keypoint blocks + the chosen variant
+    "both_gl": ["model.keypoint_blocks=[3,4]", *CHOSEN],  # keypoint blocks + session 4's choice
     "both_gl_static": ["model.keypoint_blocks=[3,4]", *CHOSEN, "htg.g_steps=0"],  # its control: G stays the identity
     "both_fh2": ["model.keypoint_blocks=[3,4]", *CHOSEN, "htg.f_hard=2.0"],  # keypoint blocks + session 5's choice
     "both_fh2_static": ["model.keypoint_blocks=[3,4]", *CHOSEN, "htg.f_hard=2.0", "htg.g_steps=0"],  # its control
