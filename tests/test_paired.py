@@ -91,3 +91,15 @@ def test_bad_arm_definition_is_refused(paired, monkeypatch, tmp_path):
     monkeypatch.setattr("sys.argv", ["paired.py", "--arms", "no_such_arm", "--runs-dir", str(tmp_path)])
     with pytest.raises(SystemExit, match="unknown arm"):
         paired.main()
+
+
+def test_every_arm_is_a_valid_config_and_later_overrides_win(paired):
+    """A typo in an arm's key or value fails here, not an hour into a benchmark; an arm's own key beats its base's."""
+    from reid_htg.config import load_config
+
+    for name, overrides in paired.ARMS.items():
+        for config, _, _ in paired.DATASETS.values():
+            load_config(path=os.path.join(ROOT, "configs", config), overrides=overrides)
+    cfg = load_config(path=os.path.join(ROOT, "configs", "cuhk03_cpu.yaml"), overrides=paired.ARMS["both_fh2"])
+    assert (cfg.htg.f_hard, cfg.htg.g_steps, cfg.model.keypoint_blocks) == (2.0, 1, (3, 4))
+    assert load_config(overrides=paired.ARMS["htg"]).htg.f_hard == 0.5
