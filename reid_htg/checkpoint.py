@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import glob
+import hashlib
 import os
 import platform
 import subprocess
@@ -97,3 +98,55 @@ def model_from_checkpoint(state: dict) -> ReIDNet:
     model = ReIDNet(**state["model_args"])
     model.load_state_dict(state["model"])
     return model
+
+
+def file_sha256(path: str) -> str:
+    """SHA-256 of a file's bytes, read in 1 MiB blocks."""
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+FRESH_PREFIXES = ("classifier.",)  # what fine-tuning never takes from the source: the identity classifier (new identities)
+
+
+def init_from_checkpoint(model: ReIDNet, path: str, sha256: str = "") -> str:
+    """Start ``model`` from a reid-htg checkpoint: every weight and buffer but the identity classifier; never the optimiser.
+
+    The backbone, keypoint blocks, projection and BNNeck (running statistics
+    included) are copied; the classifier keeps its fresh initialisation, since
+    the new data has other identities. The two architectures must match key
+    for key and shape for shape, except for the classifier.
+
+    Args:
+        model: the new network (any number of identities).
+        path: a ``last.pt`` of ``tools/train_reid.py``.
+        sha256: the expected SHA-256 of the file; empty: not checked.
+
+    Returns:
+        The file's SHA-256 (what a run's config records).
+
+    Raises:
+        CheckpointError: not a re-ID checkpoint, another file than ``sha256`` names, or another architecture
+            (the message names the first differing key and its shapes).
+    """
+    state = require_reid(load_checkpoint(path))
+    digest = file_sha256(path)
+    if sha256 and sha256 != digest:
+        raise CheckpointError(f"model.init_from={path!r} has sha256 {digest[:16]}..., not the {sha256[:16]}... that "
+                              "model.init_sha256 expects (another file); clear model.init_sha256 to accept it")
+    source = {k: v for k, v in state["model"].items() if not k.startswith(FRESH_PREFIXES)}
+    target = {k: v for k, v in model.state_dict().items() if not k.startswith(FRESH_PREFIXES)}
+    for key in [*target, *(k for k in source if k not in target)]:  # the model's order first: the first difference a reader meets
+        have, want = source.get(key), target.get(key)
+        if have is None or want is None or tuple(have.shape) != tuple(want.shape):
+            def shape(t):
+                return "absent" if t is None else tuple(t.shape)
+            raise CheckpointError(
+                f"model.init_from={path!r} is another architecture: {key} is {shape(have)} there and {shape(want)} here "
+                f"(source model: {state['model_args'].get('backbone')}, keypoint_blocks {list(state['model_args'].get('keypoint_blocks', ()))}, "
+                f"embed_dim {state['model_args'].get('embed_dim')}); match its model.* settings")
+    model.load_state_dict(source, strict=False)
+    return digest

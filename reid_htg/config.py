@@ -50,6 +50,8 @@ class DataConfig:
 class ModelConfig:
     backbone: str = "resnet18"
     pretrained: str = ""  # local weights file; never downloaded
+    init_from: str = ""  # a reid-htg last.pt to start from: every weight but the identity classifier (fine-tuning)
+    init_sha256: str = ""  # the sha256 of init_from: filled in when the run starts (config.yaml records it), checked when given
     last_stride: int = 1
     global_feature: bool = True
     keypoint_blocks: tuple[int, ...] = (3, 4)

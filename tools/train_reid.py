@@ -37,6 +37,7 @@ from reid_htg.builders import (
 )
 from reid_htg.checkpoint import (
     code_version,
+    init_from_checkpoint,
     load_checkpoint,
     package_versions,
     save_checkpoint,
@@ -225,7 +226,13 @@ def main(argv=None) -> int:
         sampler = build_sampler(cfg, data.labels, rank, world)
     except ValueError as exc:
         raise SystemExit(f"error: {exc} (lower data.p, or hold out fewer identities with data.val_ids)") from None
-    model = build_model(cfg, num_classes).to(device)
+    model = build_model(cfg, num_classes)
+    if cfg.model.init_from:  # fine-tuning: every weight but the classifier from the source run (on resume too, to check the file)
+        digest = init_from_checkpoint(model, cfg.model.init_from, cfg.model.init_sha256)
+        cfg = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, init_sha256=digest))
+        if main_proc:
+            print(f"initialised from {cfg.model.init_from} (sha256 {digest[:16]}...; classifier fresh for {num_classes} identities)")
+    model = model.to(device)
     if cuda and cfg.channels_last:
         model = model.to(memory_format=torch.channels_last)
     htg = build_htg(cfg, model.dim, num_classes)
