@@ -1,3 +1,5 @@
+import io
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -85,14 +87,31 @@ def test_each_step_moves_only_its_own_weights():
     assert any(not torch.equal(f_before[k], v) for k, v in model.state_dict().items() if v.is_floating_point())
 
 
-def test_state_round_trip():
+def test_state_round_trip_with_batchnorm_buffers_and_both_optimisers():
+    torch.manual_seed(5)
     a, b = HTG(16, 3, bottleneck=8, d_hidden=8), HTG(16, 3, bottleneck=8, d_hidden=8)
     emb, y = torch.randn(6, 16), torch.tensor([0, 0, 1, 1, 2, 2])
-    a.d_step(emb, y)
-    a.g_step(emb, y)
-    b.load_state_dict(a.state_dict())
+    for _ in range(3):
+        a.d_step(emb, y)
+        a.g_step(emb, y)
+    buf = io.BytesIO()  # through bytes, as a checkpoint does (a state dict in memory shares Adam's moment tensors)
+    torch.save(a.state_dict(), buf)
+    buf.seek(0)
+    b.load_state_dict(torch.load(buf, weights_only=True))
+    for (name, p), q in zip(a.state_dict().items(), b.state_dict().values()):
+        if torch.is_tensor(p):
+            assert torch.equal(p, q), name  # weights and the running statistics of every BatchNorm
+    assert any("running_var" in k for k in a.state_dict()) and a.G.net[1].running_var.ne(1).any()
+    for opt in ("opt_g", "opt_d"):
+        sa, sb = getattr(a, opt).state_dict()["state"], getattr(b, opt).state_dict()["state"]
+        assert sa and sa.keys() == sb.keys()
+        assert all(torch.equal(sa[i][k], sb[i][k]) for i in sa for k in sa[i] if torch.is_tensor(sa[i][k]))
+    emb2 = torch.randn(6, 16)
+    for h in (a, b):  # the next steps agree: nothing a resume needs was left out
+        h.d_step(emb2, y)
+        h.g_step(emb2, y)
     assert all(torch.equal(p, q) for p, q in zip(a.parameters(), b.parameters()))
-    assert b.opt_g.state_dict()["state"]
+    assert all(torch.equal(p, q) for p, q in zip(a.buffers(), b.buffers()))
 
 
 def _many_identities(ids=300, per=4, dim=128, seed=0):
@@ -154,14 +173,51 @@ def test_d_sees_what_g_does_with_300_identities():
     assert report["real_to_identity"] > 0.8 and report["real_to_fake"] < 0.05, report  # real features go to their identity
 
 
-def test_d_cannot_tell_the_identity_generator_apart():
+def _shift_generator(htg, size):
+    """Fix G at a constant shift: G(f) = f + ||f|| b with ||b|| = ``size`` (the last BatchNorm's shift; its scale stays 0)."""
+    last_bn = [m for m in htg.G.net if isinstance(m, torch.nn.BatchNorm1d)][-1]
+    b = torch.randn(last_bn.bias.shape, generator=torch.Generator().manual_seed(7))
+    with torch.no_grad():
+        last_bn.bias.copy_(size * b / b.norm())
+
+
+@pytest.mark.parametrize("shift", [0.0, 0.1])
+def test_d_learns_identities_and_finds_a_small_shift(shift):
+    """D must train to pass: its identity accuracy on real features rises from chance; a shift of 10% of the norm is found."""
     feats, labels = _many_identities(seed=1)
     torch.manual_seed(1)
-    htg = HTG(128, 300, bottleneck=64, d_hidden=256, lr=1e-3)  # G untouched: G(f) = f
-    for step in range(200):
+    htg = HTG(128, 300, bottleneck=64, d_hidden=256, lr=1e-3, g_steps=0)  # G never steps: the identity, or the fixed shift
+    _shift_generator(htg, shift)
+    before = _d_report(htg, feats, labels)
+    for step in range(300):
         htg.d_step(*_pk_batch(feats, labels, step))
-    report = _d_report(htg, feats, labels)
-    assert abs(report["auc"] - 0.5) < 0.05, report
+    after = _d_report(htg, feats, labels)
+    assert before["real_to_identity"] < 0.05 and after["real_to_identity"] > 0.8, (before, after)
+    if shift == 0:
+        assert abs(after["auc"] - 0.5) < 0.05, after  # nothing to find
+    else:
+        assert before["auc"] < 0.75 and after["auc"] > 0.9, (before, after)  # found by training, not by construction
+
+
+@pytest.mark.parametrize("target,expected", [
+    # three triplets in the plane (a, p, n), G the identity, euclidean, margin 0.3, by hand:
+    # (0,0),(3,0),(0,4): d_ap 3, d_an 4; (3,0),(0,0),(1,0): d_ap 3, d_an 2; (6,8),(0,4),(0,0): d_ap sqrt(52), d_an 10
+    ("reversed", (max(4 - 3 + 0.3, 0) + max(2 - 3 + 0.3, 0) + max(10 - 52**0.5 + 0.3, 0)) / 3),
+    ("hard", (max(4 - 3, 0) + max(2 - 3, 0) + max(10 - 52**0.5, 0)) / 3),
+])
+def test_g_objective_by_hand_on_three_triplets(monkeypatch, target, expected):
+    points = torch.tensor([[0.0, 0.0], [3.0, 0.0], [0.0, 4.0], [6.0, 8.0], [1.0, 0.0]])
+    labels = torch.tensor([0, 0, 1, 1, 2])
+    triplets = (torch.tensor([0, 1, 3]), torch.tensor([1, 0, 2]), torch.tensor([2, 4, 0]))
+    monkeypatch.setattr("reid_htg.htg.mine_triplets", lambda *a, **k: triplets)
+    htg = HTG(2, 3, bottleneck=4, d_hidden=8, g_target=target, g_label=0.0, normalize=False, margin=0.3)
+    loss, _ = htg.g_loss(points, labels)
+    assert float(loss.detach()) == pytest.approx(expected, abs=1e-5)
+    htg_label = HTG(2, 3, bottleneck=4, d_hidden=8, g_target=target, g_label=0.5, normalize=False, margin=0.3)
+    htg_label.load_state_dict(htg.state_dict())
+    _, gen_logits = htg_label.joint_logits(points, points)
+    with_label, _ = htg_label.g_loss(points, labels)  # + g_label x D's cross-entropy of the generated rows
+    assert float(with_label.detach()) == pytest.approx(expected + 0.5 * float(F.cross_entropy(gen_logits, labels).detach()), abs=1e-5)
 
 
 @pytest.mark.parametrize("mining", ["batch_hard", "batch_all", "semi_hard"])
@@ -192,3 +248,20 @@ def test_frozen_generator_control_stays_the_identity():
     htg = HTG(32, 8, bottleneck=16, d_hidden=32, g_steps=0)
     stats = htg.g_step(emb, labels)
     assert "g_loss" in stats and torch.equal(htg.G(emb), emb)
+
+
+
+def test_d_still_trains_when_g_never_steps():
+    feats, labels = _many_identities(ids=40, seed=2)
+    torch.manual_seed(2)
+    htg = HTG(128, 40, bottleneck=64, d_hidden=128, lr=1e-3, g_steps=0)
+    d_before = [p.clone() for p in htg.D.parameters()]
+    g_before = [p.clone() for p in htg.G.parameters()]
+    accs = []
+    for step in range(60):
+        fb, lb = _pk_batch(feats, labels, step, p=16)
+        accs.append(htg.d_step(fb, lb)["d_id_acc"])
+        htg.g_step(fb, lb)
+    assert all(not torch.equal(p, q) for p, q in zip(d_before, htg.D.parameters()))
+    assert all(torch.equal(p, q) for p, q in zip(g_before, htg.G.parameters()))
+    assert sum(accs[:5]) / 5 < 0.3 and sum(accs[-5:]) / 5 > 0.9, accs
