@@ -23,9 +23,8 @@ import time
 
 import torch
 
-from reid_htg.builders import build_htg, build_model, build_optimization
+from reid_htg.builders import build_htg, build_model, build_optimization, build_train_step
 from reid_htg.config import TrainConfig, load_config
-from reid_htg.losses import batch_hard_triplet_loss, identity_cross_entropy
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -41,16 +40,18 @@ def config_overrides(args) -> list[str]:
 def plain_loop(args, device, num_classes: int, iters: int, htg: bool = False) -> float:
     """Images/s of the bare training step on one random batch; with ``htg``, HTG's D, G and hard-triplet terms too.
 
-    Model, HTG and optimiser come from the same builders as tools/train_reid.py's.
+    The step is tools/train_reid.py's own (reid_htg.training.TrainStep from the same builders: loss weights, label
+    smoothing, HTG's three steps), so the ratio compares the same work with and without the input pipeline.
     """
     cfg = load_config(TrainConfig, None, config_overrides(args) + [f"htg.enabled={htg}"])
     model = build_model(cfg, num_classes).to(device)
     cuda = device.type == "cuda"
     if cuda:
         model = model.to(memory_format=torch.channels_last)
-    opt, _ = build_optimization(cfg, model.parameters(), iters)
+    opt, sched = build_optimization(cfg, model.parameters(), iters + 3)
     gen_adv = build_htg(cfg, model.dim, num_classes)
     gen_adv = gen_adv.to(device) if gen_adv is not None else None
+    step = build_train_step(cfg, model.train(), opt, sched, gen_adv, device)
     b = args.p * args.k
     x = torch.randn(b, 3, args.height, args.width, device=device)
     if cuda:
@@ -61,17 +62,7 @@ def plain_loop(args, device, num_classes: int, iters: int, htg: bool = False) ->
             if cuda:
                 torch.cuda.synchronize()
             t = time.perf_counter()
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=cuda):
-            out = model(x)
-        loss = identity_cross_entropy(out["logits"], y) + batch_hard_triplet_loss(out["embedding"].float(), y)[0]
-        if gen_adv is not None:
-            emb = out["embedding"].float()
-            gen_adv.d_step(emb.detach(), y)
-            gen_adv.g_step(emb.detach(), y, model.classifier, model.neck)
-            loss = loss + cfg.htg.f_hard * gen_adv.hard_triplet_loss(emb, y)[0]
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
+        step(x, y, y, htg_on=gen_adv is not None)
     if cuda:
         torch.cuda.synchronize()
     return iters * b / (time.perf_counter() - t)

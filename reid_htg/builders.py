@@ -6,15 +6,22 @@ key means the same thing everywhere.
 """
 from __future__ import annotations
 
+import sys
+from dataclasses import dataclass
+
 import torch
 
 from reid_htg.augmenters.batches import BatchAssembler
 from reid_htg.augmenters.mixing import LSROSource, camstyle_images
 from reid_htg.config import TrainConfig
+from reid_htg.data import DatasetError, build_dataset, drop_unreadable, eval_protocol, hold_out_identities, relabel, split_of
+from reid_htg.data.dataset import ImageSet
 from reid_htg.data.sampler import PKSampler
+from reid_htg.features import EvalSplit
 from reid_htg.htg import HTG
 from reid_htg.models import ReIDNet
 from reid_htg.optim import build_optimizer, lr_factor
+from reid_htg.training import TrainStep, softmax_term, triplet_term
 
 
 def model_args(cfg: TrainConfig, num_classes: int) -> dict:
@@ -74,3 +81,80 @@ def build_batch_assembler(cfg: TrainConfig, images, num_classes: int, device, ge
         camstyle_smoothing=a.camstyle_smoothing, fgsm_eps=a.fgsm_eps, fgsm_ratio=a.fgsm_ratio,
         amp=device.type == "cuda" and cfg.amp, channels_last=device.type == "cuda" and cfg.channels_last,
     )
+
+
+def build_train_step(cfg: TrainConfig, model, optimizer, scheduler, htg: HTG | None, device, forward=None) -> TrainStep:
+    """F's training step for ``cfg.loss`` (the terms in the order they are computed) and ``cfg.htg`` (``f_hard``)."""
+    loss = cfg.loss
+    terms = [triplet_term(loss.triplet, loss.margin, loss.normalize), softmax_term(loss.softmax, loss.label_smoothing)]
+    return TrainStep(model, optimizer, scheduler, terms, htg=htg, f_hard=cfg.htg.f_hard, grad_clip=cfg.optim.grad_clip,
+                     amp=device.type == "cuda" and cfg.amp, forward=forward)
+
+
+def image_set(part, cfg: TrainConfig, progress: bool = True, labels=None) -> ImageSet:
+    """The images of a table's rows at ``cfg.data``'s size (cached when ``data.cache``); an unreadable one named with the fix."""
+    try:
+        return ImageSet(part["path"], part["pid"] if labels is None else labels, part["camid"], (cfg.data.height, cfg.data.width),
+                        cache=cfg.data.cache, progress=progress)
+    except OSError as exc:
+        split = str(part["split"].iloc[0]) if len(part) and "split" in part else "train"
+        fix = "or set data.skip_unreadable=true" if split == "train" else f"and fix or remove it ({split} images are never skipped: data.skip_unreadable covers training images only)"
+        raise DatasetError(f"{exc}; run tools/check_dataset.py to list every bad image, {fix}") from None
+
+
+def eval_split(part, protocol: str, cfg: TrainConfig, progress: bool = True) -> EvalSplit:
+    splits = ("query", "gallery") if protocol == "reid" else ("test",)
+    return EvalSplit(protocol, {s: image_set(split_of(part, s), cfg, progress) for s in splits})
+
+
+@dataclass
+class TrainingData:
+    """What a training run reads: the training images (labels 0..K-1) and the splits it is evaluated on.
+
+    Attributes:
+        images: the training :class:`ImageSet`, with relabelled identities.
+        labels: their labels (0..K-1), as the sampler takes them.
+        num_classes: K.
+        num_train: training images.
+        val: the validation split held out of training (``data.val_ids``), or None.
+        test: the dataset's own evaluation split (main process, ``eval_test``), or None.
+    """
+
+    images: ImageSet
+    labels: object
+    num_classes: int
+    num_train: int
+    val: EvalSplit | None
+    test: EvalSplit | None
+
+
+def build_training_data(cfg: TrainConfig, main_process: bool = True) -> TrainingData:
+    """The dataset of ``cfg.data``: training images, the validation split held out of them, and the test split.
+
+    Raises:
+        DatasetError: no training images (an evaluation-only set), an unreadable image, a layout the reader cannot take.
+    """
+    df = build_dataset(cfg.data.dataset, cfg.data.root, **cfg.data.args)
+    train = split_of(df, "train")
+    if len(train) == 0:
+        raise DatasetError(f"{cfg.data.dataset} at {cfg.data.root} has no training images (an evaluation-only set: "
+                           "evaluate a checkpoint on it with tools/eval.py --checkpoint CKPT --dataset NAME --data-root PATH)")
+    if cfg.data.skip_unreadable:
+        train, dropped = drop_unreadable(train, progress=main_process)
+        for path, reason in dropped:
+            print(f"warning: skipping unreadable image {path} ({reason})", file=sys.stderr)
+    try:
+        protocol = eval_protocol(df)
+    except DatasetError:
+        protocol = None  # training only
+    val = test = None
+    if cfg.data.val_ids:
+        val_protocol = protocol or ("reid" if train["camid"].nunique() > 1 else "class")
+        train, held = hold_out_identities(train, cfg.data.val_ids, cfg.data.val_seed, val_protocol)
+        if main_process:
+            val = eval_split(held, val_protocol, cfg, main_process)
+    labels, _ = relabel(train["pid"].to_numpy())
+    images = image_set(train, cfg, main_process, labels=labels)
+    if main_process and cfg.eval_test and protocol is not None:
+        test = eval_split(df, protocol, cfg, main_process)
+    return TrainingData(images, labels, int(labels.max()) + 1, len(train), val, test)

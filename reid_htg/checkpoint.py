@@ -150,3 +150,33 @@ def init_from_checkpoint(model: ReIDNet, path: str, sha256: str = "") -> str:
                 f"embed_dim {state['model_args'].get('embed_dim')}); match its model.* settings")
     model.load_state_dict(source, strict=False)
     return digest
+
+
+def training_state(*, model, optimizer, scheduler, htg, htg_start, active_all, aug_rng: list, epoch: int, config: dict,
+                   model_args: dict, data_args: dict, metrics_row: list[str]) -> dict:
+    """What ``tools/train_reid.py`` writes to ``last.pt`` after each epoch: all a resume needs, and what evaluation reads.
+
+    Keys: ``model``, ``optimizer``, ``scheduler``, ``htg`` (G, D and their optimisers, or None), ``htg_start`` (the
+    epoch HTG started, or None), ``active_all`` (the epoch's batch-all active fraction), ``aug_rng`` (every process's
+    augmentation generator state), ``epoch`` (epochs done), ``config``, ``model_args`` (:class:`ReIDNet` keywords),
+    ``data_args`` (dataset, root, reader args, image size), ``metrics_row`` (the epoch's training columns),
+    ``code_version`` and ``versions``.
+    """
+    return {
+        "model": model.state_dict(), "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+        "htg": htg.state_dict() if htg is not None else None, "htg_start": htg_start, "active_all": active_all,
+        "aug_rng": aug_rng, "epoch": epoch, "config": config, "model_args": model_args, "data_args": data_args,
+        "code_version": code_version(), "versions": package_versions(), "metrics_row": metrics_row,
+    }
+
+
+def restore_training(state: dict, model, optimizer, scheduler, htg, aug_gen: torch.Generator, rank: int = 0) -> dict:
+    """Load a :func:`training_state` into the objects of a resumed run; returns ``epoch``, ``htg_start``, ``active_all``, ``metrics_row``."""
+    model.load_state_dict(state["model"])
+    optimizer.load_state_dict(state["optimizer"])
+    scheduler.load_state_dict(state["scheduler"])
+    aug_gen.set_state(state["aug_rng"][rank] if rank < len(state["aug_rng"]) else state["aug_rng"][0])
+    if htg is not None and state.get("htg") is not None:
+        htg.load_state_dict(state["htg"])
+    return {"epoch": state["epoch"], "htg_start": state.get("htg_start"), "active_all": state.get("active_all"),
+            "metrics_row": state.get("metrics_row")}

@@ -1,5 +1,7 @@
-"""Feature extraction: a model over an image set, a checkpoint over image files or over a dataset's query and gallery."""
+"""Feature extraction and evaluation splits: a model over an image set, a checkpoint over image files or over a dataset's evaluation split."""
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -8,21 +10,10 @@ from reid_htg.checkpoint import load_checkpoint, model_from_checkpoint, require_
 from reid_htg.data import build_dataset, eval_protocol, split_of
 from reid_htg.data.augment import normalize
 from reid_htg.data.dataset import ImageSet, sequential_batches
+from reid_htg.device import default_device
+from reid_htg.metrics import evaluate_class_level, evaluate_features
 from reid_htg.models import ReIDNet
 from reid_htg.utils.progress import progress as progress_bar
-
-
-def default_device(device: str | None = None) -> torch.device:
-    """``device`` as a torch device (default: cuda when available); a ValueError naming it when this machine lacks it."""
-    try:
-        dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    except RuntimeError as exc:
-        raise ValueError(f"--device {device!r}: {exc}") from None
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"--device {device} but this machine has no CUDA device; use --device cpu")
-    if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
-        raise ValueError(f"--device {device} but this machine has {torch.cuda.device_count()} CUDA device(s)")
-    return dev
 
 
 @torch.no_grad()
@@ -49,15 +40,52 @@ def embed_images(state: dict, paths, batch_size: int = 128, device=None, desc: s
     return extract_features(model, images, batch_size, default_device(device), desc=desc).numpy()
 
 
+@dataclass
+class EvalSplit:
+    """An evaluation split: its protocol and its image sets (``query`` and ``gallery`` for ``reid``, ``test`` for ``class``)."""
+
+    protocol: str
+    sets: dict
+
+    @classmethod
+    def from_table(cls, df, protocol: str, size: tuple[int, int], cache: bool = True, progress: bool = False) -> EvalSplit:
+        """The protocol's splits of a dataset table as image sets at ``size`` (height, width)."""
+        splits = ("query", "gallery") if protocol == "reid" else ("test",)
+        sets = {}
+        for split in splits:
+            part = split_of(df, split)
+            sets[split] = ImageSet(part["path"], part["pid"], part["camid"], size, cache=cache, progress=progress)
+        return cls(protocol, sets)
+
+    def describe(self) -> str:
+        return ", ".join(f"{len(v)} {k}" for k, v in self.sets.items())
+
+
+HEADLINE = {"reid": ("rank1", "mAP"), "class": ("recall@1", "map@r")}  # the two metrics a run reports per evaluation
+PROTOCOL_NAMES = {"reid": "Market-1501 protocol", "class": "class-level retrieval, every test image against the others"}
+
+
+def evaluate_split(model: ReIDNet, split: EvalSplit, device=None, batch_size: int = 128):
+    """The model's result on a split under its protocol (a RankResult or ClassLevelResult).
+
+    Raises:
+        ValueError: the split cannot be evaluated (e.g. no query with a true match).
+    """
+    feats = {name: extract_features(model, images, batch_size, device=device, desc=f"{name} features") for name, images in split.sets.items()}
+    if split.protocol == "class":
+        return evaluate_class_level(feats["test"], split.sets["test"].labels.numpy(), nmi_seed=0)
+    q, g = split.sets["query"], split.sets["gallery"]
+    return evaluate_features(feats["query"], feats["gallery"], q.labels, g.labels, q.camids, g.camids)
+
+
 def checkpoint_test_sets(path: str, dataset: str | None = None, data_root: str | None = None, protocol: str | None = None):
-    """A checkpoint's model and the image sets to evaluate it on, on the data it was trained for unless told otherwise.
+    """A checkpoint's model and the split to evaluate it on, on the data it was trained for unless told otherwise.
 
     Any dataset with an evaluation split works, training split or not
     (cross-dataset testing on an evaluation-only set).
 
     Returns:
-        ``(model, sets, description, protocol)``: ``sets`` is ``{"query", "gallery"}``
-        (protocol ``reid``) or ``{"test"}`` (``class``) of :class:`ImageSet`.
+        ``(model, split, description)``: an :class:`EvalSplit` and a line naming the data.
     """
     state = require_reid(load_checkpoint(path))
     data = state["data_args"]
@@ -65,14 +93,8 @@ def checkpoint_test_sets(path: str, dataset: str | None = None, data_root: str |
     root = data_root or data["root"]
     args = data.get("args", {}) if name == data["dataset"] else {}
     df = build_dataset(name, root, **args)
-    protocol = eval_protocol(df, protocol)
-    size = (data["height"], data["width"])
-    sets = {}
-    for split in ("query", "gallery") if protocol == "reid" else ("test",):
-        part = split_of(df, split)
-        sets[split] = ImageSet(part["path"], part["pid"], part["camid"], size, cache=True, progress=False)
-    desc = f"{name} ({root}): " + ", ".join(f"{len(v)} {k}" for k, v in sets.items())
-    return model_from_checkpoint(state), sets, desc, protocol
+    split = EvalSplit.from_table(df, eval_protocol(df, protocol), (data["height"], data["width"]))
+    return model_from_checkpoint(state), split, f"{name} ({root}): {split.describe()}"
 
 
 def features_for_checkpoint(path: str, dataset: str | None = None, data_root: str | None = None, batch_size: int = 128, device=None,
@@ -83,13 +105,13 @@ def features_for_checkpoint(path: str, dataset: str | None = None, data_root: st
         ``{"qf", "gf", "q_pids", "g_pids", "q_camids", "g_camids"}`` (re-ID) or
         ``{"tf", "t_pids"}`` (class-level), plus ``"description"`` and ``"protocol"``.
     """
-    model, sets, desc, protocol = checkpoint_test_sets(path, dataset, data_root, protocol)
+    model, split, desc = checkpoint_test_sets(path, dataset, data_root, protocol)
     feats = {}
-    for split, images in sets.items():
-        key = split[0]
-        feats[f"{key}f"] = extract_features(model, images, batch_size, default_device(device), desc=f"{split} features").numpy()
+    for name, images in split.sets.items():
+        key = name[0]
+        feats[f"{key}f"] = extract_features(model, images, batch_size, default_device(device), desc=f"{name} features").numpy()
         feats[f"{key}_pids"] = images.labels.numpy()
-        if protocol == "reid":
+        if split.protocol == "reid":
             feats[f"{key}_camids"] = images.camids.numpy()
-    feats["description"], feats["protocol"] = desc, protocol
+    feats["description"], feats["protocol"] = desc, split.protocol
     return feats

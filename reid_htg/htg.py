@@ -48,11 +48,11 @@ and is an argument of :class:`HTG`.
 from __future__ import annotations
 
 import torch
-import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call
 
+from reid_htg.distributed import average_grads, broadcast_
 from reid_htg.losses.miners import DISTANCES, MINERS, mine_triplets, row_distance
 from reid_htg.losses.triplet import triplet_loss, triplet_margin
 
@@ -117,26 +117,6 @@ def auc(pos: torch.Tensor, neg: torch.Tensor) -> float:
     """
     diff = pos.detach().float()[:, None] - neg.detach().float()[None, :]
     return float((diff > 0).float().mean() + 0.5 * (diff == 0).float().mean())
-
-
-def _distributed() -> bool:
-    return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
-
-
-def _average_grads(params) -> None:
-    """Under torch.distributed, average the gradients of ``params`` over the processes (one all-reduce)."""
-    if not _distributed():
-        return
-    grads = [p.grad for p in params if p.grad is not None]
-    if not grads:
-        return
-    flat = torch.cat([g.reshape(-1) for g in grads])
-    dist.all_reduce(flat)
-    flat /= dist.get_world_size()
-    offset = 0
-    for g in grads:
-        g.copy_(flat[offset:offset + g.numel()].view_as(g))
-        offset += g.numel()
 
 
 class HTG(nn.Module):
@@ -228,10 +208,7 @@ class HTG(nn.Module):
 
         With that, and gradients averaged in every step, G and D stay identical across processes.
         """
-        if not _distributed():
-            return
-        for t in [*self.parameters(), *self.buffers()]:
-            dist.broadcast(t.data, src)
+        broadcast_([*self.parameters(), *self.buffers()], src)
 
     def joint_logits(self, real: torch.Tensor, gen: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """D's logits on real (B, L) and generated (B, L) features from *one* forward pass (shared BatchNorm statistics)."""
@@ -254,7 +231,7 @@ class HTG(nn.Module):
                 loss = loss + F.cross_entropy(gen_logits[:, : self.num_classes], labels)
             self.opt_d.zero_grad(set_to_none=True)
             loss.backward(inputs=list(self.D.parameters()))
-            _average_grads(self.D.parameters())
+            average_grads(self.D.parameters())
             self.opt_d.step()
         with torch.no_grad():
             p_fake = torch.cat([real_logits, gen_logits]).softmax(1)[:, -1]
@@ -306,7 +283,7 @@ class HTG(nn.Module):
             loss, stats = self.g_loss(emb, labels, classifier, neck)
             self.opt_g.zero_grad(set_to_none=True)
             loss.backward(inputs=list(self.G.parameters()))
-            _average_grads(self.G.parameters())
+            average_grads(self.G.parameters())
             self.opt_g.step()
         return stats
 

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from reid_htg.augmenters import DCGAN, CycleGAN
-from reid_htg.builders import build_htg, build_model
+from reid_htg.builders import build_htg, build_model, build_optimization, build_train_step
 from reid_htg.config import (
     ConfigError,
     GANConfig,
@@ -14,7 +14,6 @@ from reid_htg.config import (
     load_config,
     to_dict,
 )
-from reid_htg.losses import batch_hard_triplet_loss, identity_cross_entropy
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ALL_CONFIGS = sorted(glob.glob(os.path.join(ROOT, "configs", "*.yaml")))
@@ -45,17 +44,16 @@ def test_overrides_and_round_trip():
 @pytest.mark.parametrize("path", CONFIGS, ids=[os.path.basename(p) for p in CONFIGS])
 def test_every_config_builds_and_steps(path):
     cfg = load_config(TrainConfig, path, ["htg.enabled=true"])  # every config's HTG section builds too
-    model = build_model(cfg, 6)
+    model = build_model(cfg, 6).train()
     htg = build_htg(cfg, model.dim, 6)
+    opt, sched = build_optimization(cfg, model.parameters(), 1)
+    step = build_train_step(cfg, model, opt, sched, htg, torch.device("cpu"))  # the training tool's own step
     x = torch.randn(8, 3, 32, 16)
     y = torch.arange(4).repeat_interleave(2)
-    out = model.train()(x)
-    loss = identity_cross_entropy(out["logits"], y) + batch_hard_triplet_loss(out["embedding"], y, cfg.loss.margin)[0]
-    htg.d_step(out["embedding"], y)
-    htg.g_step(out["embedding"], y, model.classifier, model.neck)
-    loss = loss + cfg.htg.f_hard * htg.hard_triplet_loss(out["embedding"], y)[0]
-    loss.backward()
-    assert torch.isfinite(loss)
+    before = [p.detach().clone() for p in model.parameters()]
+    stats = step(x, y, y, htg_on=True)
+    assert all(torch.isfinite(torch.tensor(stats[k])) for k in ("loss", "softmax", "triplet", "htg_hard", "d_loss", "g_loss"))
+    assert any(not torch.equal(a, b) for a, b in zip(before, model.parameters()))
 
 
 @pytest.mark.parametrize("path", GAN_CONFIGS, ids=[os.path.basename(p) for p in GAN_CONFIGS])

@@ -65,7 +65,20 @@ def test_reid_training_with_every_augmenter_and_fgsm_robustness(gans):
     rows = json.loads((gans / "fgsm.json").read_text())["fgsm"]
     assert [r["eps"] for r in rows] == [0.0, 0.05]
     assert rows[0]["rank1"] == pytest.approx(clean["rank1"]) and rows[0]["mAP"] == pytest.approx(clean["mAP"], abs=1e-6)
-    assert rows[1]["mAP"] < rows[0]["mAP"]  # the attack pushes queries away from their matches
+    assert rows[1]["mAP"] != rows[0]["mAP"]  # the attacked queries are other features
+    # what FGSM optimises: each query's mean cosine distance to its true matches grows (rank metrics of this tiny,
+    # near-chance model need not follow, and at times did not)
+    from reid_htg.augmenters.fgsm import metric_attack_loss
+    from reid_htg.augmenters.robustness import attacked_query_features
+    from reid_htg.features import checkpoint_test_sets, extract_features
+
+    model, split, _ = checkpoint_test_sets(str(out / "last.pt"), protocol="reid")
+    q, g = split.sets["query"], split.sets["gallery"]
+    gf = extract_features(model, g, progress=False)
+    positives = (q.labels[:, None] == g.labels[None]) & (q.camids[:, None] != g.camids[None])
+    loss = {eps: float(metric_attack_loss(attacked_query_features(model, q, gf, g.labels.numpy(), g.camids.numpy(), eps, progress=False),
+                                          gf, positives)) for eps in (0.0, 0.05)}
+    assert loss[0.05] > loss[0.0] * 1.05, loss
 
 
 def test_reid_training_refuses_bad_augmenter_settings(gans):

@@ -92,20 +92,20 @@ def test_killed_run_resumes_exactly(tmp_path):
 
 def test_resume_keeps_one_row_per_saved_epoch(tmp_path):
     """A kill between an epoch's checkpoint and its row (during evaluation) loses no row; rows past the checkpoint go."""
-    sys.path.insert(0, os.path.join(ROOT, "tools"))
-    from train_reid import keep_rows_up_to
+    from reid_htg.runs import MetricsLog, RunFolder
 
     path = tmp_path / "metrics.csv"
     path.write_text("epoch,loss,rank1\n1,0.9,\n")
-    keep_rows_up_to(str(path), 2, ["2", "0.8", ""])  # epoch 2 saved, its row never written: restored from the checkpoint
-    keep_rows_up_to(str(path), 2, ["2", "0.8", ""])  # a second resume does not repeat it
+    MetricsLog(str(path), ["epoch", "loss", "rank1"], 2, ["2", "0.8", ""])  # epoch 2 saved, its row never written: restored
+    MetricsLog(str(path), ["epoch", "loss", "rank1"], 2, ["2", "0.8", ""])  # a second resume does not repeat it
     assert path.read_text().splitlines() == ["epoch,loss,rank1", "1,0.9,", "2,0.8,"]
     path.write_text("epoch,loss,rank1\n1,0.9,\n2,0.8,0.5\n3,0.7,\n")
-    keep_rows_up_to(str(path), 2, ["2", "0.8", ""])  # the evaluated row is kept, the row past the checkpoint dropped
+    MetricsLog(str(path), ["epoch", "loss", "rank1"], 2, ["2", "0.8", ""])  # the evaluated row is kept, the row past the checkpoint dropped
     assert path.read_text().splitlines() == ["epoch,loss,rank1", "1,0.9,", "2,0.8,0.5"]
+    (tmp_path / "last.pt").write_bytes(b"ckpt")
     (tmp_path / "last.pt.tmp123").write_bytes(b"half")
-    keep_rows_up_to(str(path), 2)
-    assert not (tmp_path / "last.pt.tmp123").exists()
+    RunFolder(str(tmp_path), ("last.pt", "metrics.csv"), resume=True).start().release()
+    assert not (tmp_path / "last.pt.tmp123").exists() and (tmp_path / "last.pt").exists()
 
 
 def test_resume_refuses_other_config(tmp_path):
@@ -220,16 +220,13 @@ def test_evaluation_only_set_and_cross_dataset(tmp_path, trained):
 
 
 def test_metrics_row_and_checkpoint_survive_a_failed_evaluation(tmp_path, monkeypatch):
-    sys.path.insert(0, os.path.join(ROOT, "tools"))
-    import train_reid
-
     def broken(*args, **kwargs):
         raise ValueError("features are NaN")
 
-    monkeypatch.setattr(train_reid, "evaluate_features", broken)
+    monkeypatch.setattr("reid_htg.features.evaluate_features", broken)
     out = tmp_path / "r"
-    code = train_reid.main(["--data-root", str(tmp_path / "syn"), "--output-dir", str(out), "name=r", "epochs=1", *TINY])
-    assert code == 0
+    res = run("train_reid.py", "--data-root", str(tmp_path / "syn"), "--output-dir", str(out), "name=r", "epochs=1", *TINY)
+    assert res.returncode == 0 and "evaluation skipped: features are NaN" in res.stderr
     assert torch.load(out / "last.pt", weights_only=True)["epoch"] == 1
     assert len(metrics(out)) == 1 and metrics(out)[0]["rank1"] == ""
 

@@ -103,16 +103,17 @@ def robustness(args) -> int:
         raise SystemExit(f"error: --fgsm eps values must be >= 0, got {args.fgsm}")
     from reid_htg.augmenters.robustness import fgsm_robustness
     from reid_htg.checkpoint import latest_checkpoint
-    from reid_htg.features import checkpoint_test_sets, default_device
+    from reid_htg.device import default_device
+    from reid_htg.features import checkpoint_test_sets
 
     if args.checkpoint and len(args.checkpoint) > 1:
         raise SystemExit("error: --fgsm evaluates one checkpoint at a time")
     ckpt = args.checkpoint[0] if args.checkpoint else latest_checkpoint(args.runs_dir)
     try:
-        model, sets, desc, _ = checkpoint_test_sets(ckpt, args.dataset, args.data_root, protocol="reid")
+        model, split, desc = checkpoint_test_sets(ckpt, args.dataset, args.data_root, protocol="reid")
     except (ValueError, FileNotFoundError) as exc:
         raise SystemExit(f"error: {exc}") from None
-    rows = fgsm_robustness(model, sets["query"], sets["gallery"], args.fgsm, batch_size=min(args.batch_size, 64),
+    rows = fgsm_robustness(model, split.sets["query"], split.sets["gallery"], args.fgsm, batch_size=min(args.batch_size, 64),
                            device=default_device(args.device), ap=args.ap)
     print(f"{ckpt} on {desc}")
     print("FGSM on every query (metric attack: away from its true matches), gallery clean, cosine distance, Market-1501 protocol")
@@ -192,7 +193,8 @@ def main(argv=None) -> int:
     if args.fgsm is not None:
         return robustness(args)
     from reid_htg.checkpoint import latest_checkpoint
-    from reid_htg.features import default_device, features_for_checkpoint
+    from reid_htg.device import default_device
+    from reid_htg.features import features_for_checkpoint
 
     sources = args.features or args.checkpoint or [latest_checkpoint(args.runs_dir)]
     runs = []

@@ -17,7 +17,6 @@ Use the run in re-ID training with ``augmenters.lsro_checkpoint=DIR`` or
 from __future__ import annotations
 
 import argparse
-import csv
 import os
 import sys
 import time
@@ -32,9 +31,13 @@ from reid_htg.cli import run_tool
 from reid_htg.config import ConfigError, GANConfig, load_config, save_config, to_dict
 from reid_htg.data import DatasetError, build_dataset, split_of
 from reid_htg.data.dataset import ImageSet
-from reid_htg.features import default_device
+from reid_htg.runs import MetricsLog, RunFolder, check_same_config
+from reid_htg.device import default_device
 from reid_htg.utils.plots import plot_gan_losses
 from reid_htg.utils.progress import progress as progress_bar
+
+
+RUN_FILES = ("last.pt", "losses.csv", "losses.png")
 
 
 def parse_args(argv=None):
@@ -116,6 +119,11 @@ def main(argv=None) -> int:
         raise SystemExit(f"error: {exc}") from None
     device = default_device(args.device)
     out_dir = args.output_dir or os.path.join("runs", f"gan_{cfg.model}_{cfg.dataset}")
+    with RunFolder(out_dir, RUN_FILES, resume=args.resume, overwrite=args.overwrite) as run:  # refused here, before any work
+        return train(args, cfg, device, out_dir, run)
+
+
+def train(args, cfg: GANConfig, device, out_dir: str, run: RunFolder) -> int:
     torch.manual_seed(cfg.seed)
     try:
         df = build_dataset(cfg.dataset, cfg.root, **cfg.args)
@@ -153,44 +161,29 @@ def main(argv=None) -> int:
         raise SystemExit(f"error: batch_size={cfg.batch_size} is larger than the smallest image set ({min(len(p) for p in pools)} images)")
     iters = cfg.iters_per_epoch or max(len(p) for p in pools) // cfg.batch_size
 
-    ckpt_path = os.path.join(out_dir, "last.pt")
-    if not args.resume and os.path.isfile(ckpt_path):
-        if not args.overwrite:
-            raise SystemExit(f"error: {out_dir} already holds a GAN run (last.pt); pass --resume to continue it, "
-                             "--overwrite to start afresh, or choose another --output-dir")
-        os.remove(ckpt_path)
+    run.start()  # locked for this process from here on; --overwrite removes the old run only now
+    ckpt_path = run.checkpoint
     start_epoch, start_batch, seconds = 0, 0, 0.0
     if args.resume:
-        if not os.path.isfile(ckpt_path):
-            raise SystemExit(f"error: --resume but {ckpt_path} does not exist")
         try:
             state = load_checkpoint(ckpt_path, map_location=device)
         except CheckpointError as exc:
             raise SystemExit(f"error: {exc}") from None
-        if dict(state["config"], epochs=None) != dict(to_dict(cfg), epochs=None):
-            raise SystemExit(f"error: {ckpt_path} was trained with another config; resume with the same one")
+        check_same_config(state["config"], to_dict(cfg), ckpt_path)
         model.load_state_dict(state["model_state"])
         model.opt_g.load_state_dict(state["opt_g"])
         model.opt_d.load_state_dict(state["opt_d"])
         gen.set_state(state["rng"])
         start_epoch, start_batch, seconds = state["epoch"], state["batch"], state["train_seconds"]
         print(f"resumed from {ckpt_path} at epoch {start_epoch + 1}, iteration {start_batch} of {iters}")
-        csv_path = os.path.join(out_dir, "losses.csv")
-        if os.path.isfile(csv_path):  # drop rows logged after the checkpoint: they are trained again
-            with open(csv_path, newline="") as fh:
-                rows = list(csv.reader(fh))
-            with open(csv_path, "w", newline="") as fh:
-                csv.writer(fh).writerows(rows[:1] + [r for r in rows[1:] if int(r[0]) <= start_epoch * iters + start_batch])
     os.makedirs(os.path.join(out_dir, "samples"), exist_ok=True)
     save_config(cfg, os.path.join(out_dir, "config.yaml"))
     print(f"{cfg.model} on {cfg.dataset}: {len(images)} training images at {cfg.height}x{cfg.width}"
           + (f", cameras {cameras[0]} (A: {len(pools[0])}) and {cameras[1]} (B: {len(pools[1])})" if cameras else "")
           + f", {iters} iterations/epoch x {cfg.epochs} epochs on {device}; output {out_dir}", flush=True)
-    csv_path = os.path.join(out_dir, "losses.csv")
     keys = list(model.LOG_KEYS)
-    if start_epoch == 0 and start_batch == 0 or not os.path.isfile(csv_path):
-        with open(csv_path, "w", newline="") as fh:
-            csv.writer(fh).writerow(["iteration", "epoch", "seconds", *keys])
+    done = start_epoch * iters + start_batch
+    log = MetricsLog(os.path.join(out_dir, "losses.csv"), ["iteration", "epoch", "seconds", *keys], done if args.resume else None)
 
     def checkpoint(epoch: int, batch: int) -> None:
         save_checkpoint({
@@ -217,8 +210,7 @@ def main(argv=None) -> int:
             if it % cfg.log_every == 0:
                 seconds += time.perf_counter() - t0
                 t0 = time.perf_counter()
-                with open(csv_path, "a", newline="") as fh:
-                    csv.writer(fh).writerow([it, epoch + 1, f"{seconds:.1f}", *(f"{losses[k]:.5g}" for k in keys)])
+                log.append({"iteration": it, "epoch": epoch + 1, "seconds": f"{seconds:.1f}", **{k: f"{losses[k]:.5g}" for k in keys}})
                 bar.set_postfix({k: f"{losses[k]:.3f}" for k in keys[:3]})
             if it == 1 and it % cfg.sample_every:  # a first grid at once: a CycleGAN's 100th iteration is ten CPU minutes away
                 sample_grid(model, cfg, fixed, os.path.join(out_dir, "samples", f"iter_{it:06d}.png"))
@@ -233,7 +225,7 @@ def main(argv=None) -> int:
               + f" ({seconds:.0f}s trained)", flush=True)
         sample_grid(model, cfg, fixed, os.path.join(out_dir, "samples", f"epoch_{epoch + 1:03d}.png"))
         checkpoint(epoch + 1, 0)
-    plot_gan_losses(csv_path, os.path.join(out_dir, "losses.png"))
+    plot_gan_losses(log.path, os.path.join(out_dir, "losses.png"))
     print(f"done: {ckpt_path}, samples in {os.path.join(out_dir, 'samples')}")
     return 0
 

@@ -1,0 +1,68 @@
+"""Run bookkeeping (reid_htg.runs): one process per output folder, nothing of a finished run lost to a mistake."""
+import os
+
+import pytest
+from conftest import run_tool_here
+
+from reid_htg.runs import MetricsLog, RunFolder, RunFolderError, check_same_config
+
+FILES = ("last.pt", "metrics.csv")
+TINY = ["data.args={num_train_ids: 12, num_test_ids: 6, images_per_cam: 2, num_cams: 2}", "data.height=32", "data.width=16",
+        "data.p=4", "data.k=2", "model.backbone=resnet10t", "model.keypoint_blocks=[]", "data.erasing=0", "optim.warmup_epochs=0"]
+
+
+def test_a_folder_is_held_by_one_run_at_a_time(tmp_path):
+    first = RunFolder(str(tmp_path / "r"), FILES).start()
+    second = RunFolder(str(tmp_path / "r"), FILES)  # the check alone passes: the folder holds no run yet
+    with pytest.raises(RunFolderError, match=rf"in use by another run \(process {os.getpid()}\)"):
+        second.start()
+    first.release()
+    second.start().release()  # free once the first ends
+
+
+def test_checks_come_before_anything_is_written(tmp_path):
+    with pytest.raises(RunFolderError, match="does not exist"):
+        RunFolder(str(tmp_path / "new"), FILES, resume=True)
+    assert not (tmp_path / "new").exists()
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(RunFolderError, match="is a file"):
+        RunFolder(str(tmp_path / "file"), FILES)
+    (tmp_path / "old").mkdir()
+    (tmp_path / "old" / "metrics.csv").write_text("epoch\n")
+    with pytest.raises(RunFolderError, match="already holds a run"):
+        RunFolder(str(tmp_path / "old"), FILES)
+    run = RunFolder(str(tmp_path / "old"), FILES, overwrite=True)
+    assert (tmp_path / "old" / "metrics.csv").exists()  # still there until the new run starts
+    run.start().release()
+    assert not (tmp_path / "old" / "metrics.csv").exists()
+
+
+def test_resume_checks_the_config_and_the_log_follows_the_checkpoint(tmp_path):
+    check_same_config({"a": 1, "epochs": 2}, {"a": 1, "epochs": 5}, "x.pt")  # more epochs: the same run, continued
+    with pytest.raises(RunFolderError, match=r"sections \['a'\] differ"):
+        check_same_config({"a": 1}, {"a": 2}, "x.pt")
+    log = MetricsLog(str(tmp_path / "m.csv"), ["it", "loss"])
+    for i in range(1, 5):
+        log.append({"it": i, "loss": 1.0 / i})
+    MetricsLog(str(tmp_path / "m.csv"), ["it", "loss"], resume_after=2)
+    assert (tmp_path / "m.csv").read_text().splitlines() == ["it,loss", "1,1", "2,0.5"]
+
+
+def test_trainings_into_one_folder_and_overwrite_with_bad_data(tmp_path):
+    out = tmp_path / "run"
+    run_tool_here("train_reid.py", "--data-root", tmp_path / "syn", "--output-dir", out, "epochs=1", *TINY)
+    before = {f: (out / f).stat().st_mtime_ns for f in ("last.pt", "metrics.csv", "eval.json", "config.yaml")}
+    bad = run_tool_here("train_reid.py", "--data-root", tmp_path / "missing", "--output-dir", out, "epochs=1", *TINY, "data.dataset=cuhk03",
+                        "data.args={}", "--overwrite", check=False)
+    assert bad.returncode == 2 and "missing" in bad.stderr and "Traceback" not in bad.stderr
+    assert {f: (out / f).stat().st_mtime_ns for f in before} == before  # the finished run is untouched
+    held = RunFolder(str(out), ("last.pt",), resume=True).start()  # another run holds the folder
+    try:
+        res = run_tool_here("train_reid.py", "--data-root", tmp_path / "syn", "--output-dir", out, "epochs=2", *TINY, "--resume", check=False)
+        assert res.returncode == 2 and "in use by another run" in res.stderr
+        res = run_tool_here("train_gan.py", "--dataset", "synthetic", "--data-root", tmp_path / "syn", "--output-dir", out, "--overwrite",
+                            "height=32", "width=16", "batch_size=4", "iters_per_epoch=1", "epochs=1", check=False)
+        assert res.returncode == 2 and "in use by another run" in res.stderr
+    finally:
+        held.release()
+    assert {f: (out / f).stat().st_mtime_ns for f in before} == before
