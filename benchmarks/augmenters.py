@@ -5,13 +5,9 @@
     python benchmarks/augmenters.py --data-root ../shared/data/cuhk03              # full setting (a GPU session)
     python benchmarks/augmenters.py --data-root ... --small --summary-only         # table from finished runs
 
-Arms, each on CUHK03-pair1 (query val camera A, gallery val camera B):
-
-- baseline: biasless softmax + batch-hard triplet (the re-ID config alone)
-- lsro:     + DCGAN samples with uniform (LSRO) targets, 1 per 4 real images
-- camstyle: + training images in the other camera's style (CycleGAN A<->B), 1 per 3 real images, label smoothing 0.1
-- fgsm:     + FGSM copies (eps 0.03 ~ 8/255) of 1 in 4 real images
-- htg:      + adversarial hard triplet generation after the warm-up
+Arms (configs/arms/*.yaml, read by benchmarks/runner.py), each on CUHK03-pair1 (query val camera A, gallery val
+camera B): ``basic`` (biasless softmax + batch-hard triplet, the reference), ``lsro``, ``camstyle``, ``fgsm``
+(configs/arms/augmenters.yaml) and any other arm, e.g. ``htg_gl01_lr_fh2`` (HTG as the defaults set it).
 
 Settings: ``--small`` uses configs/augmenters_small.yaml (ResNet-10-T at 32x16,
 3 epochs) and GANs from configs/gan_*_small.yaml; the full setting uses
@@ -37,11 +33,10 @@ import argparse
 import csv
 import json
 import os
-import resource
-import subprocess
 import sys
 
 import numpy as np
+import runner
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
@@ -50,36 +45,6 @@ SETTINGS = {
     "small": {"reid": "augmenters_small.yaml", "dcgan": "gan_dcgan_small.yaml", "cyclegan": "gan_cyclegan_small.yaml"},
     "full": {"reid": "cuhk03_gpu.yaml", "dcgan": "gan_dcgan_gpu.yaml", "cyclegan": "gan_cyclegan_gpu.yaml"},
 }
-ARMS = {  # arm -> (GAN it needs, overrides; {gan} is that GAN's run folder)
-    "baseline": (None, []),
-    "lsro": ("dcgan", ["augmenters.lsro_checkpoint={gan}", "augmenters.lsro_ratio=0.25"]),
-    "camstyle": ("cyclegan", ["augmenters.camstyle_checkpoint={gan}", "augmenters.camstyle_ratio=0.33", "augmenters.camstyle_smoothing=0.1"]),
-    "fgsm": (None, ["augmenters.fgsm_eps=0.03", "augmenters.fgsm_ratio=0.25"]),
-    "htg": (None, ["htg.enabled=true"]),
-}
-
-
-def sh(cmd: list[str], cpu_file: str) -> None:
-    """Run a tool; add its CPU seconds (user + system, children included) to ``cpu_file``."""
-    print("running:", " ".join(cmd), flush=True)
-    before = resource.getrusage(resource.RUSAGE_CHILDREN)
-    subprocess.run(cmd, check=True)
-    after = resource.getrusage(resource.RUSAGE_CHILDREN)
-    spent = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
-    os.makedirs(os.path.dirname(cpu_file), exist_ok=True)
-    with open(cpu_file, "a") as fh:
-        fh.write(f"{spent:.1f}\n")
-
-
-def cpu_seconds(run_dir: str) -> float:
-    """CPU seconds of every invocation that trained this run (resumed ones add up)."""
-    path = os.path.join(run_dir, "cpu_seconds.txt")
-    if not os.path.isfile(path):
-        return float("nan")
-    with open(path) as fh:
-        return sum(float(line) for line in fh if line.strip())
-
-
 def train_gan(model: str, cfg_file: str, data_root: str, out: str, device: str | None) -> float:
     """Train (or finish) a GAN run; its training seconds."""
     from reid_htg.checkpoint import load_checkpoint
@@ -90,7 +55,7 @@ def train_gan(model: str, cfg_file: str, data_root: str, out: str, device: str |
     state = load_checkpoint(ckpt) if os.path.isfile(ckpt) else None
     if state is None or state["epoch"] < epochs:
         cmd = [sys.executable, os.path.join(ROOT, "tools", "train_gan.py"), "--config", cfg_file, "--data-root", data_root, "--output-dir", out]
-        sh(cmd + (["--resume"] if state is not None else []) + (["--device", device] if device else []), os.path.join(out, "cpu_seconds.txt"))
+        runner.run(cmd + (["--resume"] if state is not None else []) + (["--device", device] if device else []), os.path.join(out, "cpu_seconds.txt"))
         state = load_checkpoint(ckpt)
     return float(state["train_seconds"])
 
@@ -133,7 +98,7 @@ def plot(rows: list[dict], path: str, title: str) -> None:
     fig, ax = plt.subplots(figsize=(1.6 * len(arms) + 2, 4))
     for off, key, color in ((-0.2, "rank1", "tab:blue"), (0.2, "mAP", "tab:orange")):
         ax.bar(x + off, [r[f"{key}_mean"] for r in rows], 0.4, yerr=[r[f"{key}_sd"] for r in rows], capsize=4, label=key, color=color)
-    base = next((r for r in rows if r["arm"] == "baseline"), None)
+    base = next((r for r in rows if r["arm"] == "basic"), None)
     if base:
         ax.axhline(base["rank1_mean"], color="tab:blue", lw=0.8, ls="--")
         ax.axhline(base["mAP_mean"], color="tab:orange", lw=0.8, ls="--")
@@ -150,7 +115,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data-root", required=True, help="the CUHK03 folder (../shared/data/cuhk03)")
     ap.add_argument("--small", action="store_true", help="the CPU setting")
-    ap.add_argument("--arms", nargs="+", default=list(ARMS), choices=list(ARMS))
+    ap.add_argument("--arms", nargs="+", default=["basic", "lsro", "camstyle", "fgsm", "htg_gl01_lr_fh2"])
     ap.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     ap.add_argument("--runs-dir", help="default: runs/augmenters_small or runs/augmenters_full")
     ap.add_argument("--device", help="cpu, cuda ... (default: cuda when available)")
@@ -164,42 +129,37 @@ def main() -> None:
     runs = args.runs_dir or os.path.join("runs", f"augmenters_{setting}")
     gan_dirs = {m: os.path.abspath(os.path.join(runs, f"gan_{m}")) for m in ("dcgan", "cyclegan")}
 
+    arms = runner.pick_arms(args.arms, runner.load_arms())
     gan_cpu = {}
-    for model in sorted({ARMS[a][0] for a in args.arms} - {None}):
+    for model in sorted({a.gan for a in arms} - {None}):
         if not args.summary_only:
             train_gan(model, cfgs[model], args.data_root, gan_dirs[model], args.device)
-        gan_cpu[model] = cpu_seconds(gan_dirs[model])
+        gan_cpu[model] = runner.cpu_seconds(gan_dirs[model])
     for seed in args.seeds:  # seed-major: an interrupted benchmark still has comparable arms
-        for arm in args.arms:
-            out = os.path.join(runs, f"{arm}_s{seed}")
+        for arm in arms:
+            out = runner.run_dir(runs, arm.name, seed)
             if args.summary_only or os.path.isfile(os.path.join(out, "eval_faiss.json")):
                 continue
             if not os.path.isfile(os.path.join(out, "eval.json")):
-                gan, extra = ARMS[arm]
-                cmd = [sys.executable, os.path.join(ROOT, "tools", "train_reid.py"), "--config", cfgs["reid"], "--data-root", args.data_root,
-                       "--output-dir", out, f"seed={seed}", f"name={arm}_s{seed}", *(e.format(gan=gan_dirs.get(gan)) for e in extra), *args.overrides]
-                if os.path.isfile(os.path.join(out, "last.pt")):
-                    cmd.append("--resume")
-                elif os.path.isdir(out):
-                    cmd.append("--overwrite")  # killed before its first checkpoint: nothing to keep
-                if args.device:
-                    cmd += ["--device", args.device]
-                sh(cmd, os.path.join(out, "cpu_seconds.txt"))
+                cmd = runner.train_command(cfgs["reid"], args.data_root, out, seed, arm, args.overrides, gan_dirs=gan_dirs)
+                runner.run(cmd + (["--device", args.device] if args.device else []), os.path.join(out, "cpu_seconds.txt"))
             faiss_eval(out, args.device)
 
     rows = []
-    base_cpu = {s: cpu_seconds(os.path.join(runs, f"baseline_s{s}")) for s in args.seeds}
+    base_cpu = {s: runner.cpu_seconds(runner.run_dir(runs, "basic", s)) for s in args.seeds}
+    results = {}
     for arm in args.arms:
         done = [s for s in args.seeds if os.path.isfile(os.path.join(runs, f"{arm}_s{s}", "eval_faiss.json"))]
         if not done:
             continue
         evals = [faiss_eval(os.path.join(runs, f"{arm}_s{s}"), args.device) for s in done]
-        cpu = [cpu_seconds(os.path.join(runs, f"{arm}_s{s}")) for s in done]
+        results.update({(arm, s): {"rank1": 100 * e["rank1"], "mAP": 100 * e["mAP"]} for s, e in zip(done, evals)})
+        cpu = [runner.cpu_seconds(os.path.join(runs, f"{arm}_s{s}")) for s in done]
         wall = [train_seconds(os.path.join(runs, f"{arm}_s{s}")) for s in done]
         r1 = [100 * e["rank1"] for e in evals]
         mp = [100 * e["mAP"] for e in evals]
         extra = [c / base_cpu[s] - 1 for s, c in zip(done, cpu) if np.isfinite(base_cpu.get(s, np.nan)) and np.isfinite(c)]
-        gan = ARMS[arm][0]
+        gan = next(a.gan for a in arms if a.name == arm)
         rows.append({
             "arm": arm, "seeds": len(done), "rank1": mean_sd(r1), "mAP": mean_sd(mp),
             "rank1_mean": float(np.mean(r1)), "rank1_sd": float(np.std(r1, ddof=1)) if len(r1) > 1 else 0.0,
@@ -212,6 +172,8 @@ def main() -> None:
     cols = ["arm", "seeds", "rank1", "mAP", "cpu_min", "extra_cpu", "gan_cpu_min"]
     table = "\n".join(["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
                       + ["| " + " | ".join(str(r[c]) for c in cols) + " |" for r in rows])
+    paired, paired_cols = runner.paired_rows(results, args.arms, args.seeds, "basic")
+    table += "\n\nPaired against basic (same seeds), 95% interval:\n\n" + runner.markdown(paired, paired_cols)
     title = (f"CUHK03-pair1, {setting} setting ({os.path.basename(cfgs['reid'])}), FAISS flat index, noninterp AP, "
              f"mean +- sd over seeds {args.seeds}")
     print(f"\n{title}\n{table}")

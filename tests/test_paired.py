@@ -1,9 +1,8 @@
-"""benchmarks/paired.py: the paired table (differences, intervals, validation vs test split), diagnostics, the arm list."""
-import argparse
+"""benchmarks/runner.py and paired.py: the paired table (differences, intervals, validation vs test split), diagnostics, the arms."""
 import csv
-import importlib.util
 import json
 import os
+import sys
 
 import numpy as np
 import pytest
@@ -12,12 +11,16 @@ from scipy import stats
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
+sys.path.insert(0, os.path.join(ROOT, "benchmarks"))  # the benchmarks import their runner as a sibling module
+import paired as paired_benchmark  # noqa: E402
+import runner  # noqa: E402
+
+ARMS = runner.load_arms()
+
+
 @pytest.fixture(scope="module")
 def paired():
-    spec = importlib.util.spec_from_file_location("paired_benchmark", os.path.join(ROOT, "benchmarks", "paired.py"))
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return paired_benchmark
 
 
 def write_run(base, arm, seed, rank1, mAP, val=False, diag=None):
@@ -33,17 +36,17 @@ def write_run(base, arm, seed, rank1, mAP, val=False, diag=None):
             w.writerow({"epoch": 2, **diag})
 
 
-def args_for(tmp_path, seeds, reference, val=False):
-    return argparse.Namespace(runs_dir=str(tmp_path), seeds=seeds, reference=reference, val=val, val_ids=100)
+def summarise(base, arms, seeds, reference, val=False):
+    return runner.summarise(str(base), arms, seeds, reference, "a title", val=val)
 
 
 def test_paired_ci_is_students_t(paired):
     d = [0.3, 1.1, -0.2, 0.8, 0.5]
-    m, lo, hi = paired.paired_ci(d)
+    m, lo, hi = runner.paired_ci(d)
     half = stats.t.ppf(0.975, 4) * np.std(d, ddof=1) / np.sqrt(5)
     assert m == pytest.approx(np.mean(d))
     assert (lo, hi) == pytest.approx((np.mean(d) - half, np.mean(d) + half))
-    m1, lo1, hi1 = paired.paired_ci([2.0])
+    m1, lo1, hi1 = runner.paired_ci([2.0])
     assert m1 == 2.0 and np.isnan(lo1) and np.isnan(hi1)
 
 
@@ -55,33 +58,48 @@ def test_summary_pairs_by_seed_and_reads_the_right_split(paired, tmp_path):
         write_run(base, "arm", s, r + 0.02, m + 0.01, diag={"g_shift": 0.1 + s / 100, "d_auc": 0.7, "gap_change": -0.004})
     write_run(base, "arm", 3, 0.9, 0.9)
     write_run(base, "arm", 0, 0.99, 0.99, val=True)  # a validation result must not leak into the test table
-    table = paired.summarise("small", ["ref", "arm"], args_for(tmp_path, [0, 1, 2, 3], "ref"))
+    table = summarise(base, ["ref", "arm"], [0, 1, 2, 3], "ref")
     row = next(line for line in table.splitlines() if line.startswith("| arm | 4 |"))
     assert "| 3 | +2.00 [+2.00, +2.00] | +1.00 [+1.00, +1.00] |" in row  # 3 pairs, zero spread
-    assert "test split" in table
     assert "| arm | 3 | 0.1 to 0.12 | 0.7 to 0.7 |" in table  # diagnostics from the last epoch of the 3 runs that have them
     with open(base / "paired.csv") as fh:
         rows = list(csv.DictReader(fh))
     assert [r["arm"] for r in rows] == ["ref", "arm"] and rows[1]["pairs"] == "3"
     assert (base / "paired.md").read_text().strip() == table.strip()
 
-    val = paired.summarise("small", ["ref", "arm"], args_for(tmp_path, [0], "ref", val=True))
-    assert "validation split" in val and "| arm | 1 | 99.0 | 99.0 |" in val
+    val = summarise(base, ["ref", "arm"], [0], "ref", val=True)
+    assert "| arm | 1 | 99.0 | 99.0 |" in val
     assert (base / "paired_val.md").is_file()
 
 
 def test_summary_without_runs_says_so(paired, tmp_path):
     with pytest.raises(SystemExit, match="no finished run"):
-        paired.summarise("small", ["ref"], args_for(tmp_path, [0], "ref"))
+        summarise(tmp_path, ["ref"], [0], "ref")
 
 
-def test_every_htg_arm_names_the_keys_whose_defaults_changed(paired):
-    """An arm's meaning must not change when a default does: each HTG arm sets every key a session changed."""
+def test_every_htg_arm_names_the_keys_whose_defaults_changed():
+    """An arm's meaning must not change when a default does: each HTG arm sets every key whose default ever changed."""
     changed = ["htg.mining", "htg.g_target", "htg.g_label", "htg.lr", "htg.f_hard"]
-    for name, overrides in paired.ARMS.items():
-        keys = {o.split("=", 1)[0] for o in overrides}
-        if "htg.enabled" in keys:
-            assert set(changed) <= keys, f"arm {name} leaves {sorted(set(changed) - keys)} to the defaults"
+    htg_arms = [a for a in ARMS.values() if any(o.startswith("htg.enabled=true") for o in a.overrides)]
+    assert len(htg_arms) >= 20
+    for arm in htg_arms:
+        keys = {o.split("=", 1)[0] for o in arm.overrides}
+        assert set(changed) <= keys, f"arm {arm.name} leaves {sorted(set(changed) - keys)} to the defaults"
+
+
+def test_arm_files_are_checked(tmp_path):
+    (tmp_path / "a.yaml").write_text("one: {about: x, overrides: [epochs=1]}\ntwo: {about: y, base: one, overrides: [epochs=2]}\n")
+    arms = runner.load_arms(str(tmp_path))
+    assert arms["two"].overrides == ("epochs=1", "epochs=2")  # the base first: the arm's own override wins
+    (tmp_path / "b.yaml").write_text("three: {about: z, base: nowhere, overrides: []}\n")
+    with pytest.raises(ValueError, match="base 'nowhere' is not an arm"):
+        runner.load_arms(str(tmp_path))
+    (tmp_path / "b.yaml").write_text("one: {about: z, overrides: []}\n")
+    with pytest.raises(ValueError, match="defined twice"):
+        runner.load_arms(str(tmp_path))
+    (tmp_path / "b.yaml").write_text("four: {overrides: []}\n")
+    with pytest.raises(ValueError, match="needs `about`"):
+        runner.load_arms(str(tmp_path))
 
 
 def test_bad_arm_definition_is_refused(paired, monkeypatch, tmp_path):
@@ -91,15 +109,21 @@ def test_bad_arm_definition_is_refused(paired, monkeypatch, tmp_path):
     monkeypatch.setattr("sys.argv", ["paired.py", "--arms", "no_such_arm", "--runs-dir", str(tmp_path)])
     with pytest.raises(SystemExit, match="unknown arm"):
         paired.main()
+    monkeypatch.setattr("sys.argv", ["paired.py", "--arms", "htg", "--runs-dir", str(tmp_path)])
+    with pytest.raises(SystemExit, match="now called 'htg_v1_batchhard_reversed'"):
+        paired.main()
 
 
 def test_every_arm_is_a_valid_config_and_later_overrides_win(paired):
     """A typo in an arm's key or value fails here, not an hour into a benchmark; an arm's own key beats its base's."""
     from reid_htg.config import load_config
 
-    for name, overrides in paired.ARMS.items():
+    for arm in ARMS.values():
+        overrides = [o.format(gan="runs/gan") for o in arm.overrides]
         for config, _, _ in paired.DATASETS.values():
             load_config(path=os.path.join(ROOT, "configs", config), overrides=overrides)
-    cfg = load_config(path=os.path.join(ROOT, "configs", "cuhk03_cpu.yaml"), overrides=paired.ARMS["both_fh2"])
+    cfg = load_config(path=os.path.join(ROOT, "configs", "cuhk03_cpu.yaml"), overrides=ARMS["both_fh2"].overrides)
     assert (cfg.htg.f_hard, cfg.htg.g_steps, cfg.model.keypoint_blocks) == (2.0, 1, (3, 4))
-    assert load_config(overrides=paired.ARMS["htg"]).htg.f_hard == 0.5
+    assert load_config(overrides=ARMS["both_fh2_static"].overrides).htg.g_steps == 0
+    assert load_config(overrides=ARMS["htg_v1_batchhard_reversed"].overrides).htg.f_hard == 0.5
+    assert load_config(overrides=ARMS["basic"].overrides).model.keypoint_blocks == ()
