@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import torch
 
-from reid_htg.augmenters.batches import BatchAssembler
+from reid_htg.augmenters.batches import BatchAssembler, CamStyleRows, FGSMRows, LSRORows
 from reid_htg.augmenters.mixing import LSROSource, camstyle_images
 from reid_htg.config import TrainConfig
 from reid_htg.data import DatasetError, build_dataset, drop_unreadable, eval_protocol, hold_out_identities, relabel, split_of
@@ -72,15 +72,17 @@ def build_batch_assembler(cfg: TrainConfig, images, num_classes: int, device, ge
         GANCheckpointError: a GAN checkpoint that is missing or of the wrong kind.
     """
     a = cfg.augmenters  # values were checked when the config was loaded (config.check_train_config)
-    lsro = LSROSource(a.lsro_checkpoint, images.size, device) if a.lsro_ratio > 0 else None
-    styled = camstyle_images(a.camstyle_checkpoint, images, device, progress=progress) if a.camstyle_ratio > 0 else None
+    sources = []  # one line per augmenter, in row order
+    if a.lsro_ratio > 0:
+        sources.append(LSRORows(LSROSource(a.lsro_checkpoint, images.size, device), a.lsro_ratio, num_classes))
+    if a.camstyle_ratio > 0:
+        sources.append(CamStyleRows(camstyle_images(a.camstyle_checkpoint, images, device, progress=progress), images.labels,
+                                    a.camstyle_ratio, a.camstyle_smoothing, num_classes))
+    if a.fgsm_ratio > 0:
+        sources.append(FGSMRows(a.fgsm_eps, a.fgsm_ratio, cfg.loss.label_smoothing, num_classes, amp=device.type == "cuda" and cfg.amp))
     d = cfg.data
-    return BatchAssembler(
-        num_classes, generator, label_smoothing=cfg.loss.label_smoothing, flip=d.flip, pad=d.pad, erasing=d.erasing,
-        lsro=lsro, lsro_ratio=a.lsro_ratio, styled=styled, style_labels=images.labels, camstyle_ratio=a.camstyle_ratio,
-        camstyle_smoothing=a.camstyle_smoothing, fgsm_eps=a.fgsm_eps, fgsm_ratio=a.fgsm_ratio,
-        amp=device.type == "cuda" and cfg.amp, channels_last=device.type == "cuda" and cfg.channels_last,
-    )
+    return BatchAssembler(num_classes, generator, label_smoothing=cfg.loss.label_smoothing, flip=d.flip, pad=d.pad, erasing=d.erasing,
+                          sources=sources, channels_last=device.type == "cuda" and cfg.channels_last)
 
 
 def build_train_step(cfg: TrainConfig, model, optimizer, scheduler, htg: HTG | None, device, forward=None) -> TrainStep:
@@ -98,7 +100,8 @@ def image_set(part, cfg: TrainConfig, progress: bool = True, labels=None) -> Ima
                         cache=cfg.data.cache, progress=progress)
     except OSError as exc:
         split = str(part["split"].iloc[0]) if len(part) and "split" in part else "train"
-        fix = "or set data.skip_unreadable=true" if split == "train" else f"and fix or remove it ({split} images are never skipped: data.skip_unreadable covers training images only)"
+        fix = ("or set data.skip_unreadable=true" if split == "train"
+               else f"and fix or remove it ({split} images are never skipped: data.skip_unreadable covers training images only)")
         raise DatasetError(f"{exc}; run tools/check_dataset.py to list every bad image, {fix}") from None
 
 

@@ -54,7 +54,7 @@ class ModelConfig:
     init_sha256: str = ""  # the sha256 of init_from: filled in when the run starts (config.yaml records it), checked when given
     last_stride: int = 1
     global_feature: bool = True
-    keypoint_blocks: tuple[int, ...] = (3, 4)
+    keypoint_blocks: tuple[int, ...] = ()  # backbone blocks with a keypoint branch, a subset of (3, 4); () is the basic model
     embed_dim: int = 0  # 0: no projection
     bnneck: bool = True
     classifier: str = "biasless"  # or cosine
@@ -91,21 +91,21 @@ class HTGConfig:
     bottleneck: int = 256  # G's narrowest layer
     d_hidden: int = 512
     optimizer: str = "adam"  # adam or sgd, for G and D
-    lr: float = 1e-3  # G's and D's (README: 1e-3 with g_label 0.1 beat 2e-4 and the static-G control in the small setting)
+    lr: float = 1e-3  # G's and D's learning rate (chosen on the small setting's validation split, with g_label 0.1)
     d_steps: int = 1  # D updates per iteration
     g_steps: int = 1  # G updates per iteration
     distance: str = "euclidean"  # euclidean or sqeuclidean (on L2-normalised features when loss.normalize)
     margin: typing.Optional[float] = 0.3  # HTG's own margin (G's reversed hinge and F's hard term)
-    mining: str = "semi_hard"  # batch_hard, batch_all or semi_hard: the triplets G and F's hard term use (README: the variant table)
+    mining: str = "semi_hard"  # batch_hard, batch_all or semi_hard: the triplets G and F's hard term use
     g_target: str = "hard"  # hard (gap -> 0) or reversed (hinge, gap -> -margin)
     g_triplet: float = 1.0  # weight of G's triplet target
-    g_label: float = 0.1  # weight of G's label preservation (at 1 it outweighs G's triplet target: G made triplets easier)
+    g_label: float = 0.1  # weight of G's label preservation (D's and the classifier's cross-entropy on G's outputs)
     g_close: float = 0.0  # optional weight keeping G(f) near f (relative to |f|)
     d_fake: float = 1.0  # weight b of D's "generated" term
     d_gen_identity: bool = True  # D also classifies generated features among the K identities
     out_relu: bool = False  # ReLU after G's last layer (G can then only add)
     scale_free: bool = True  # G acts on f / |f|, scaled back by |f|
-    f_hard: float = 2.0  # weight of the embedding network's loss on G's hard triplets (README: 2 beat 1 and 0.5 on validation)
+    f_hard: float = 2.0  # weight of the embedding network's loss on G's hard triplets
 
 
 @dataclass(frozen=True)
@@ -252,6 +252,7 @@ def check_train_config(cfg: TrainConfig) -> TrainConfig:
     from reid_htg.htg import G_TARGETS
     from reid_htg.htg import OPTIMIZERS as HTG_OPTIMIZERS
     from reid_htg.losses.miners import DISTANCES, MINERS
+    from reid_htg.models.backbone import check_backbone_name
     from reid_htg.optim import OPTIMIZERS, SCHEDULES
 
     problems = []
@@ -270,8 +271,10 @@ def check_train_config(cfg: TrainConfig) -> TrainConfig:
     need(d.height >= 16 and d.width >= 16, f"data.height x data.width = {d.height} x {d.width}: the backbone needs at least 16 x 16")
     need(0.0 <= d.erasing <= 1.0, f"data.erasing={d.erasing} is a probability, within [0, 1]")
     need(d.pad >= 0 and d.val_ids >= 0, "data.pad and data.val_ids must be >= 0")
-    need(m.backbone.startswith(("resnet", "seresnet", "resnext", "wide_resnet", "ecaresnet", "skresnet")),
-         f"model.backbone={m.backbone!r} is not a timm ResNet (e.g. resnet18, resnet50, resnet50.a1_in1k)")
+    try:
+        check_backbone_name(m.backbone)
+    except ValueError as exc:
+        problems.append(f"model.{exc}")
     need(set(m.keypoint_blocks) <= {3, 4}, f"model.keypoint_blocks={list(m.keypoint_blocks)} must be within the backbone stages [3, 4]")
     need(m.global_feature or bool(m.keypoint_blocks), "model.global_feature=false needs keypoint blocks")
     one_of("model.last_stride", m.last_stride, (1, 2))

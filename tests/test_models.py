@@ -17,8 +17,8 @@ def test_keypoint_densities_sum_to_one_and_pool():
 @pytest.mark.parametrize(
     "kwargs,dim",
     [
-        (dict(), 512 + 256 + 512),
-        (dict(keypoint_blocks=()), 512),
+        (dict(keypoint_blocks=(3, 4)), 512 + 256 + 512),
+        (dict(), 512),
         (dict(global_feature=False, keypoint_blocks=(3,)), 256),
         (dict(embed_dim=64, bnneck=False, classifier="cosine"), 64),
     ],
@@ -45,7 +45,7 @@ def test_last_stride_one_doubles_block4_resolution():
 
 
 def test_bad_model_arguments_raise(tmp_path):
-    with pytest.raises(ValueError, match="not a timm ResNet"):
+    with pytest.raises(ValueError, match="not a supported timm ResNet: the supported families are resnet, seresnet"):
         build_backbone("vit_base_patch16_224")
     with pytest.raises(FileNotFoundError, match="not found"):
         build_backbone("resnet18", pretrained_path=str(tmp_path / "missing.pth"))
@@ -73,3 +73,30 @@ def test_backbone_reports_true_channels_and_reductions(name, last_stride):
     assert model.feature_info.channels() == [m.shape[1] for m in maps]
     assert model.feature_info.reduction() == [x.shape[-2] // m.shape[-2] for m in maps]
     assert model.feature_info.reduction()[1] == (16 if last_stride == 1 else 32)
+
+
+def test_library_defaults_are_the_configs():
+    """A default lives in one place: where the library has one, it is the config dataclass's."""
+    import dataclasses
+    import inspect
+
+    from reid_htg.builders import model_args
+    from reid_htg.config import HTGConfig, ModelConfig, TrainConfig
+    from reid_htg.data.sampler import PKSampler
+    from reid_htg.htg import HTG
+
+    def defaults(fn):
+        return {k: p.default for k, p in inspect.signature(fn).parameters.items() if p.default is not inspect.Parameter.empty}
+
+    htg = defaults(HTG.__init__)
+    cfg = {f.name: f.default for f in dataclasses.fields(HTGConfig)}
+    shared = set(htg) - {"normalize"}  # normalize is the triplet loss's (loss.normalize)
+    assert shared and shared <= set(cfg), shared - set(cfg)
+    assert {k: htg[k] for k in shared} == {k: cfg[k] for k in shared}
+    assert htg["normalize"] == TrainConfig().loss.normalize
+    net = defaults(ReIDNet.__init__)
+    built = model_args(TrainConfig(), 0)
+    common = set(net) & set(built)
+    assert len(common) >= 10 and {k: net[k] for k in common} == {k: built[k] for k in common}
+    assert ModelConfig().keypoint_blocks == () and net["keypoint_blocks"] == ()  # the default model is the recipes' baseline
+    assert defaults(PKSampler.__init__) == {"seed": TrainConfig().seed, "rank": 0, "world_size": 1}

@@ -62,3 +62,25 @@ def test_search_refuses_other_model(setup):
                      "data_args": dict(dataset="synthetic", root=root, args={}, height=32, width=16)}, ck2)
     res = run("search.py", "--index", idx, "--images", os.path.join(root, "query"), "--checkpoint", ck2, check=False)
     assert res.returncode != 0 and "built from model" in res.stderr
+
+
+def test_embed_files_evaluate_as_the_checkpoint_does(setup, tmp_path):
+    """One features format: a dataset's query and gallery embeddings files give eval.py the checkpoint's own numbers."""
+    import json
+
+    _, root, ckpt = setup
+    files = {}
+    for split in ("query", "gallery"):
+        files[split] = str(tmp_path / f"{split}.npz")
+        run("embed.py", "--checkpoint", ckpt, "--dataset", "synthetic", "--data-root", root, "--split", split, "--out", files[split])
+    run("eval.py", "--query", files["query"], "--gallery", files["gallery"], "--json", tmp_path / "a.json")
+    run("eval.py", "--checkpoint", ckpt, "--json", tmp_path / "b.json")
+    a, b = (json.loads((tmp_path / f).read_text()) for f in ("a.json", "b.json"))
+    assert a["num_query"] == b["num_query"] == 6 and a["mAP"] == pytest.approx(b["mAP"], abs=1e-6) and a["rank1"] == b["rank1"]
+    res = run("eval.py", "--query", files["query"], check=False)
+    assert res.returncode == 2 and "needs both --query and --gallery" in res.stderr
+    res = run("eval.py", "--features", files["query"], check=False)
+    assert res.returncode == 2 and "--query" in res.stderr  # an embeddings file given as a features file says how to read it
+    run("embed.py", "--checkpoint", ckpt, "--images", os.path.join(root, "query"), "--out", str(tmp_path / "paths.npz"))
+    res = run("eval.py", "--query", str(tmp_path / "paths.npz"), "--gallery", files["gallery"], check=False)
+    assert res.returncode == 2 and "'pid'" in res.stderr

@@ -7,7 +7,9 @@
 
 The .npz holds `embeddings` (N x D float32), one array per metadata column
 (`path`, and `pid`, `camid`, `split` for a dataset) and `fingerprint`, the
-hash of the model's weights that the index checks queries against.
+hash of the model's weights that the index checks queries against. A
+dataset's query and gallery files evaluate as they are:
+`tools/eval.py --query q.npz --gallery g.npz`.
 """
 from __future__ import annotations
 

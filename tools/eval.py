@@ -6,6 +6,7 @@
     python tools/eval.py --checkpoint runs/cuhk/last.pt --dataset market1501 --data-root ../shared/data/market1501   # cross-dataset
     python tools/eval.py --checkpoint runs/cub/last.pt                  # a class-level set: Recall@K, MAP@R, NMI
     python tools/eval.py --features feats.npz [--ap official] [--metric euclidean] [--json out.json]
+    python tools/eval.py --query q.npz --gallery g.npz             # embeddings files of tools/embed.py (--split query / gallery)
     python tools/eval.py --checkpoint runs/a/last.pt --checkpoint runs/b/last.pt --plot cmc.png   # overlaid curves
     python tools/eval.py --checkpoint runs/x/last.pt --fgsm 0 0.01 0.03   # rank-1/mAP with FGSM-attacked queries
 
@@ -14,7 +15,9 @@ and gallery splits is evaluated as re-ID, one with a test split as class-level
 retrieval (every test image against all the others, itself excluded:
 Recall@1/2/4/8, MAP@R, NMI with k-means, k = number of test classes, seed 0).
 A features file is an .npz with arrays qf, gf, q_pids, g_pids, q_camids,
-g_camids (re-ID) or tf, t_pids (class-level). Distances are cosine on
+g_camids (re-ID) or tf, t_pids (class-level); embeddings files of
+tools/embed.py of a dataset's query and gallery (or test) split are read as
+they are (--query, --gallery, --test). Distances are cosine on
 L2-normalised features unless --metric euclidean. The AP formula defaults to
 noninterp (torchreid / fast-reid); --ap official is the Market-1501 evaluation
 code's trapezoid formula.
@@ -26,7 +29,6 @@ import json
 import os
 import sys
 
-import numpy as np
 import torch
 
 from reid_htg.cli import run_tool
@@ -35,31 +37,12 @@ from reid_htg.metrics import (
     AP_FORMULAS,
     evaluate_class_level,
     evaluate_features,
-    recall_at_k,
 )
 from reid_htg.metrics.rank import DEFAULT_AP
 from reid_htg.retrieval import INDEX_TYPES
 from reid_htg.retrieval.evaluate import evaluate_reranked, evaluate_with_index
-
-FEATURE_KEYS = {"reid": ("qf", "gf", "q_pids", "g_pids", "q_camids", "g_camids"), "class": ("tf", "t_pids")}
-RECALL_PLOT_KS = (1, 2, 4, 8, 16, 32)
-
-
-def load_features(path: str) -> dict:
-    """The arrays of a features file (re-ID or class-level), with an error naming what is missing."""
-    try:
-        data = np.load(path, allow_pickle=False)
-    except (OSError, ValueError) as exc:
-        raise SystemExit(f"error: cannot read features file {path!r}: {exc}") from None
-    if not hasattr(data, "files"):
-        raise SystemExit(f"error: {path} is a plain array, not an .npz of named arrays; a features file needs {list(FEATURE_KEYS['reid'])} "
-                         f"(re-ID) or {list(FEATURE_KEYS['class'])} (class-level)")
-    protocol = "class" if set(FEATURE_KEYS["class"]) <= set(data.files) else "reid"
-    missing = [k for k in FEATURE_KEYS[protocol] if k not in data.files]
-    if missing:
-        raise SystemExit(f"error: {path} lacks array(s) {missing}; a features file needs {list(FEATURE_KEYS['reid'])} "
-                         f"(re-ID) or {list(FEATURE_KEYS['class'])} (class-level)")
-    return {**{k: data[k] for k in FEATURE_KEYS[protocol]}, "protocol": protocol}
+from reid_htg.retrieval.files import features_from_embeddings, load_features
+from reid_htg.utils.plots import plot_curves
 
 
 def parse_args(argv=None):
@@ -67,6 +50,9 @@ def parse_args(argv=None):
     src = ap.add_argument_group("what to evaluate (default: the most recent run under runs/)")
     src.add_argument("--features", action="append", help="an .npz (qf, gf, q_pids, g_pids, q_camids, g_camids, or tf, t_pids); repeat to compare")
     src.add_argument("--checkpoint", action="append", help="a checkpoint written by tools/train_reid.py; repeat to compare")
+    src.add_argument("--query", help="an embeddings file of tools/embed.py (--dataset NAME --split query), with --gallery")
+    src.add_argument("--gallery", help="an embeddings file of tools/embed.py (--split gallery), with --query")
+    src.add_argument("--test", help="an embeddings file of tools/embed.py (--split test): class-level evaluation")
     src.add_argument("--protocol", choices=PROTOCOLS, help="reid or class (default: what the data has; reid when it has both)")
     src.add_argument("--runs-dir", default="runs", help="where to look for the most recent run (default: runs)")
     src.add_argument("--dataset", help="dataset name (default: the one the checkpoint was trained for)")
@@ -148,35 +134,6 @@ def evaluate(feats: dict, args):
     return result, how + ", Market-1501 protocol"
 
 
-def plot_curves(runs: list[tuple[str, object, dict]], path: str) -> None:
-    """CMC curves (re-ID) or Recall@K (class-level), one line per run, labelled by run name."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(6, 4))
-    for label, result, feats in runs:
-        if feats["protocol"] == "class":
-            ks = [k for k in RECALL_PLOT_KS if k < len(feats["tf"])]
-            rec = recall_at_k(feats["tf"], feats["t_pids"], ks)
-            ax.plot(ks, [100 * rec[k] for k in ks], marker="o", label=f"{label} (R@1 {100 * rec[1]:.1f})")
-        else:
-            ks = np.arange(1, len(result.cmc) + 1)
-            ax.plot(ks, 100 * result.cmc, label=f"{label} (rank-1 {100 * result.rank(1):.1f}, mAP {100 * result.mAP:.1f})")
-    kind = "class" if runs[0][2]["protocol"] == "class" else "reid"
-    ax.set(xlabel="K" if kind == "class" else "rank", ylabel="Recall@K (%)" if kind == "class" else "CMC: matching rate (%)",
-           title="Recall@K, class-level retrieval" if kind == "class" else "CMC curve, Market-1501 protocol", ylim=(0, 100))
-    if kind == "class":
-        ax.set_xscale("log", base=2)
-        ax.set_xticks(RECALL_PLOT_KS, [str(k) for k in RECALL_PLOT_KS])
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-
-
 def run_label(path: str) -> str:
     """A run's name for a legend: the run folder of a checkpoint, the stem of a features file."""
     base = os.path.basename(path)
@@ -188,18 +145,22 @@ def run_label(path: str) -> str:
 def main(argv=None) -> int:
     args = parse_args(argv)
     picked = tuple(n for n in ("rank1", "rank5", "rank10", "mAP", "mINP") if getattr(args, n))
-    if args.features and args.checkpoint:
-        raise SystemExit("error: pass either --features or --checkpoint, not both")
+    embedded = args.query or args.gallery or args.test
+    if sum(map(bool, (args.features, args.checkpoint, embedded))) > 1:
+        raise SystemExit("error: pass one of --features, --checkpoint, or embeddings files (--query and --gallery, or --test)")
     if args.fgsm is not None:
         return robustness(args)
     from reid_htg.checkpoint import latest_checkpoint
     from reid_htg.device import default_device
     from reid_htg.features import features_for_checkpoint
 
-    sources = args.features or args.checkpoint or [latest_checkpoint(args.runs_dir)]
+    sources = args.features or args.checkpoint or ([args.test or args.query] if embedded else [latest_checkpoint(args.runs_dir)])
     runs = []
     for src in sources:
-        if args.features:
+        if embedded:
+            feats = features_from_embeddings(args.query, args.gallery, args.test)
+            source = args.test or f"{args.query} against {args.gallery}"
+        elif args.features:
             feats, source = load_features(src), src
             if args.protocol and feats["protocol"] != args.protocol:
                 raise SystemExit(f"error: {src} holds {feats['protocol']} features, not {args.protocol}")

@@ -7,6 +7,21 @@ import timm
 from torch import nn
 
 
+BACKBONE_FAMILIES = ("resnet", "seresnet", "resnext", "wide_resnet", "ecaresnet", "skresnet")  # timm ResNet families (name prefixes)
+
+
+def check_backbone_name(name: str) -> None:
+    """Refuse a name outside the supported timm ResNet families, saying which are supported (what the keypoint
+    blocks and ``last_stride`` rely on: the ``layer3``/``layer4`` stages of a ResNet).
+
+    Raises:
+        ValueError: naming the families.
+    """
+    if not name.startswith(BACKBONE_FAMILIES):
+        raise ValueError(f"backbone {name!r} is not a supported timm ResNet: the supported families are {', '.join(BACKBONE_FAMILIES)} "
+                         "(e.g. resnet18, resnet50, resnet50.a1_in1k, seresnet50, resnext50_32x4d)")
+
+
 def _set_last_stride_one(model: nn.Module) -> None:
     """Re-ID convention: block 4 keeps block 3's resolution (stride 1 instead of 2).
 
@@ -34,7 +49,7 @@ def _set_last_stride_one(model: nn.Module) -> None:
 
 
 def build_backbone(
-    name: str = "resnet50",
+    name: str,
     out_indices: tuple[int, ...] = (3, 4),
     last_stride: int = 1,
     pretrained_path: str | None = None,
@@ -55,8 +70,7 @@ def build_backbone(
         whose ``feature_info.channels()`` and ``.reduction()`` list C_i and the
         input-to-map stride of each (true after ``last_stride=1``).
     """
-    if not name.startswith(("resnet", "seresnet", "resnext", "wide_resnet", "ecaresnet", "skresnet")):
-        raise ValueError(f"backbone {name!r} is not a timm ResNet; use e.g. resnet18, resnet34, resnet50")
+    check_backbone_name(name)
     if not timm.is_model(name):  # accepts tagged names (resnet50.a1_in1k)
         raise ValueError(f"timm has no model {name!r}; see timm.list_models('resnet*')")
     kwargs = dict(features_only=True, out_indices=tuple(out_indices))

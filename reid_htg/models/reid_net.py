@@ -42,10 +42,10 @@ class ReIDNet(nn.Module):
 
     def __init__(
         self,
-        backbone: str = "resnet50",
+        backbone: str = "resnet18",
         num_classes: int = 0,
         global_feature: bool = True,
-        keypoint_blocks: tuple[int, ...] = (3, 4),
+        keypoint_blocks: tuple[int, ...] = (),
         embed_dim: int = 0,
         bnneck: bool = True,
         classifier: str = "biasless",

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import os
 
+import numpy as np
 import pandas as pd
 
 
@@ -76,4 +77,44 @@ def plot_gan_losses(csv_path: str, png_path: str) -> None:
     ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(png_path, dpi=100)
+    plt.close(fig)
+
+
+RECALL_PLOT_KS = (1, 2, 4, 8, 16, 32)
+
+
+def plot_curves(runs: list[tuple[str, object, dict]], path: str) -> None:
+    """CMC curves (re-ID) or Recall@K (class-level), one line per run, labelled by run name.
+
+    Args:
+        runs: ``(label, result, features)``: a run's label, its RankResult (re-ID), and its features dict
+            (``protocol``, and ``tf``/``t_pids`` for class-level, whose Recall@K is computed here).
+        path: the PNG to write.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from reid_htg.metrics import recall_at_k
+
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for label, result, feats in runs:
+        if feats["protocol"] == "class":
+            ks = [k for k in RECALL_PLOT_KS if k < len(feats["tf"])]
+            rec = recall_at_k(feats["tf"], feats["t_pids"], ks)
+            ax.plot(ks, [100 * rec[k] for k in ks], marker="o", label=f"{label} (R@1 {100 * rec[1]:.1f})")
+        else:
+            ks = np.arange(1, len(result.cmc) + 1)
+            ax.plot(ks, 100 * result.cmc, label=f"{label} (rank-1 {100 * result.rank(1):.1f}, mAP {100 * result.mAP:.1f})")
+    kind = "class" if runs[0][2]["protocol"] == "class" else "reid"
+    ax.set(xlabel="K" if kind == "class" else "rank", ylabel="Recall@K (%)" if kind == "class" else "CMC: matching rate (%)",
+           title="Recall@K, class-level retrieval" if kind == "class" else "CMC curve, Market-1501 protocol", ylim=(0, 100))
+    if kind == "class":
+        ax.set_xscale("log", base=2)
+        ax.set_xticks(RECALL_PLOT_KS, [str(k) for k in RECALL_PLOT_KS])
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
     plt.close(fig)
