@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import glob
-import hashlib
 import os
 import platform
 import subprocess
@@ -10,6 +9,7 @@ import subprocess
 import torch
 
 from reid_htg.models import ReIDNet
+from reid_htg.utils.hashing import file_sha256
 
 
 class CheckpointError(ValueError):
@@ -98,15 +98,6 @@ def model_from_checkpoint(state: dict) -> ReIDNet:
     model = ReIDNet(**state["model_args"])
     model.load_state_dict(state["model"])
     return model
-
-
-def file_sha256(path: str) -> str:
-    """SHA-256 of a file's bytes, read in 1 MiB blocks."""
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 FRESH_PREFIXES = ("classifier.",)  # what fine-tuning never takes from the source: the identity classifier (new identities)

@@ -8,8 +8,8 @@ import torch
 
 from reid_htg.checkpoint import load_checkpoint, model_from_checkpoint, require_reid
 from reid_htg.data import build_dataset, eval_protocol, split_of
-from reid_htg.data.augment import normalize
 from reid_htg.data.dataset import ImageSet, sequential_batches
+from reid_htg.data.transforms import normalize
 from reid_htg.device import default_device
 from reid_htg.metrics import evaluate_class_level, evaluate_features
 from reid_htg.models import ReIDNet

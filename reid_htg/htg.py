@@ -54,7 +54,7 @@ from torch.func import functional_call
 
 from reid_htg.distributed import average_grads, broadcast_
 from reid_htg.losses.miners import DISTANCES, MINERS, mine_triplets, row_distance
-from reid_htg.losses.triplet import triplet_loss, triplet_margin
+from reid_htg.losses.triplet import triplet_hinge, triplet_loss
 
 G_TARGETS = ("reversed", "hard")
 OPTIMIZERS = ("adam", "sgd")
@@ -254,7 +254,7 @@ class HTG(nn.Module):
         gen = self.G(emb)
         d_ap, d_an = self._distances(gen[a], gen[p], gen[n])
         if self.g_target == "reversed":
-            target = triplet_margin(d_an, d_ap, self.margin).mean()  # p and n swap roles
+            target = triplet_hinge(d_an, d_ap, self.margin).mean()  # p and n swap roles
         else:
             target = F.relu(d_an - d_ap).mean()  # just hard: gap 0
         _, gen_logits = self.joint_logits(emb, gen)

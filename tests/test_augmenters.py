@@ -16,7 +16,7 @@ from reid_htg.augmenters import (
     uniform_targets,
 )
 from reid_htg.augmenters.dcgan import DCGANDiscriminator, DCGANGenerator
-from reid_htg.data.augment import IMAGENET_STD
+from reid_htg.data.transforms import IMAGENET_STD
 from reid_htg.losses import identity_cross_entropy
 
 

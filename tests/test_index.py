@@ -7,8 +7,9 @@ import pytest
 import torch
 
 from reid_htg.metrics import evaluate_features
-from reid_htg.retrieval import GalleryIndex, GalleryIndexError, model_fingerprint
+from reid_htg.retrieval import GalleryIndex, GalleryIndexError
 from reid_htg.retrieval.evaluate import evaluate_with_index
+from reid_htg.utils.hashing import model_fingerprint
 
 
 def _clustered(rng, n=3000, d=32, ids=150, noise=0.3):

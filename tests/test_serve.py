@@ -116,7 +116,7 @@ class Server:
 
 @pytest.fixture(scope="module")
 def served(tmp_path_factory):
-    from reid_htg.retrieval import model_fingerprint
+    from reid_htg.utils.hashing import model_fingerprint
 
     tmp = tmp_path_factory.mktemp("serve")
     ckpt = _checkpoint(tmp / "last.pt")

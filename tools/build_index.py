@@ -16,6 +16,7 @@ import time
 import yaml
 
 from reid_htg.cli import run_tool
+from reid_htg.metrics.distance import METRICS
 from reid_htg.retrieval import INDEX_TYPES, GalleryIndex, GalleryIndexError
 from reid_htg.retrieval.files import EmbeddingsFileError, load_embeddings
 
@@ -25,7 +26,7 @@ def main(argv=None) -> int:
     ap.add_argument("--embeddings", required=True)
     ap.add_argument("--out", required=True, help="index folder to write")
     ap.add_argument("--index", default="auto", choices=("auto", *INDEX_TYPES))
-    ap.add_argument("--metric", default="cosine", choices=("cosine", "euclidean"))
+    ap.add_argument("--metric", default="cosine", choices=METRICS)
     ap.add_argument("params", nargs="*", help="index parameters as key=value")
     args = ap.parse_args(argv)
     try:

@@ -61,7 +61,7 @@ def main(argv=None) -> int:
     else:
         from reid_htg.checkpoint import load_checkpoint
         from reid_htg.features import embed_images
-        from reid_htg.retrieval import model_fingerprint
+        from reid_htg.utils.hashing import model_fingerprint
 
         state = load_checkpoint(args.checkpoint)
         emb, fp = embed_images(state, columns["path"], args.batch_size, args.device), model_fingerprint(state["model"])

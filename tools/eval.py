@@ -38,6 +38,7 @@ from reid_htg.metrics import (
     evaluate_class_level,
     evaluate_features,
 )
+from reid_htg.metrics.distance import METRICS
 from reid_htg.metrics.rank import DEFAULT_AP
 from reid_htg.retrieval import INDEX_TYPES
 from reid_htg.retrieval.evaluate import evaluate_reranked, evaluate_with_index
@@ -63,7 +64,7 @@ def parse_args(argv=None):
     for name in ("rank1", "rank5", "rank10", "mAP", "mINP"):
         m.add_argument(f"--{name}", action="store_true", help=f"show {name} (all metrics are shown when none is picked)")
     m.add_argument("--ap", choices=AP_FORMULAS, default=DEFAULT_AP, help=f"AP formula (default: {DEFAULT_AP})")
-    m.add_argument("--metric", choices=("cosine", "euclidean"), default="cosine", help="distance (default: cosine)")
+    m.add_argument("--metric", choices=METRICS, default="cosine", help="distance (default: cosine)")
     m.add_argument("--max-rank", type=int, default=50, help="length of the CMC curve (default: 50)")
     m.add_argument("--precision", choices=("float64", "float32"), default="float64",
                    help="distance arithmetic (default float64: the index path and the matrix path then agree exactly)")

@@ -94,7 +94,7 @@ def main(argv=None) -> int:
         from reid_htg.checkpoint import load_checkpoint
         from reid_htg.data.readers import list_images
         from reid_htg.features import embed_images
-        from reid_htg.retrieval import model_fingerprint
+        from reid_htg.utils.hashing import model_fingerprint
 
         state = load_checkpoint(args.checkpoint)
         qmeta = pd.DataFrame({"path": list_images(args.images)})

@@ -31,11 +31,10 @@ from reid_htg.cli import run_tool
 from reid_htg.config import ConfigError, GANConfig, load_config, save_config, to_dict
 from reid_htg.data import DatasetError, build_dataset, split_of
 from reid_htg.data.dataset import ImageSet
-from reid_htg.runs import MetricsLog, RunFolder, check_same_config
 from reid_htg.device import default_device
+from reid_htg.runs import MetricsLog, RunFolder, check_same_config
 from reid_htg.utils.plots import plot_gan_losses
 from reid_htg.utils.progress import progress as progress_bar
-
 
 RUN_FILES = ("last.pt", "losses.csv", "losses.png")
 

@@ -18,7 +18,7 @@ import torch
 
 from reid_htg.augmenters.fgsm import fgsm, normalized_bounds, pixel_step
 from reid_htg.augmenters.mixing import LSROSource, smoothed_targets, uniform_targets
-from reid_htg.data.augment import augment
+from reid_htg.data.transforms import augment
 from reid_htg.losses import identity_cross_entropy
 
 
@@ -108,7 +108,7 @@ class BatchAssembler:
         num_classes: training identities K.
         generator: the random generator of augmentation and picking (seeded, checkpointed by the caller).
         label_smoothing: of the real rows' targets.
-        flip, pad, erasing: batch augmentation (:func:`reid_htg.data.augment.augment`).
+        flip, pad, erasing: batch augmentation (:func:`reid_htg.data.transforms.augment`).
         sources: the augmenters' :class:`RowSource` objects, in row order.
         channels_last: return the batch in channels_last memory format.
     """

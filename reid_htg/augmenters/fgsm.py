@@ -16,7 +16,7 @@ from typing import Callable
 
 import torch
 
-from reid_htg.data.augment import IMAGENET_MEAN, IMAGENET_STD
+from reid_htg.data.transforms import IMAGENET_MEAN, IMAGENET_STD
 
 
 def pixel_step(eps: float, device=None) -> torch.Tensor:

@@ -17,8 +17,8 @@ from reid_htg.augmenters.fgsm import (
     normalized_bounds,
     pixel_step,
 )
-from reid_htg.data.augment import normalize
 from reid_htg.data.dataset import ImageSet, sequential_batches
+from reid_htg.data.transforms import normalize
 from reid_htg.features import extract_features
 from reid_htg.metrics import RankResult, evaluate_features
 from reid_htg.models import ReIDNet

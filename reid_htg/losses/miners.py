@@ -26,13 +26,13 @@ MINERS = ("batch_hard", "batch_all", "semi_hard")
 DISTANCES = ("euclidean", "sqeuclidean")
 
 
-def pairwise_distance(x: torch.Tensor, y: torch.Tensor, distance: str = "euclidean") -> torch.Tensor:
+def triplet_distances(x: torch.Tensor, y: torch.Tensor, distance: str = "euclidean") -> torch.Tensor:
     """(N, M) distances between the rows of ``x`` (N, D) and ``y`` (M, D).
 
     ``euclidean`` keeps a finite gradient at zero (clamped before the square
     root); ``sqeuclidean`` is the squared Euclidean distance.
 
-    >>> pairwise_distance(torch.tensor([[0.0, 0.0]]), torch.tensor([[3.0, 4.0]])).item()
+    >>> triplet_distances(torch.tensor([[0.0, 0.0]]), torch.tensor([[3.0, 4.0]])).item()
     5.0
     """
     if distance not in DISTANCES:
@@ -114,7 +114,7 @@ def mine_triplets(
     """Mine ``(a, p, n)`` index triplets from (B, D) embeddings (Euclidean order, L2-normalised first when ``normalize``)."""
     with torch.no_grad():
         x = F.normalize(embeddings.float(), dim=1) if normalize else embeddings.float()
-        return mine_from_distances(pairwise_distance(x, x), labels, strategy)
+        return mine_from_distances(triplet_distances(x, x), labels, strategy)
 
 
 def active_fraction_all(d: torch.Tensor, labels: torch.Tensor, margin: float | None) -> float:

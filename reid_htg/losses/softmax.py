@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-from torch import nn
 
 
 def identity_cross_entropy(logits: torch.Tensor, target: torch.Tensor, label_smoothing: float = 0.1) -> torch.Tensor:
@@ -25,14 +24,3 @@ def identity_cross_entropy(logits: torch.Tensor, target: torch.Tensor, label_smo
     if int(target.min()) < 0 or int(target.max()) >= k:
         raise ValueError(f"identity labels must lie in [0, {k}); got range [{int(target.min())}, {int(target.max())}]")
     return F.cross_entropy(logits.float(), target, label_smoothing=label_smoothing)
-
-
-class IdentityLoss(nn.Module):
-    """Module wrapper of :func:`identity_cross_entropy`."""
-
-    def __init__(self, label_smoothing: float = 0.1):
-        super().__init__()
-        self.label_smoothing = label_smoothing
-
-    def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        return identity_cross_entropy(logits, target, self.label_smoothing)

@@ -3,17 +3,16 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-from torch import nn
 
 from reid_htg.losses.miners import (
     active_fraction_all,
     mine_from_distances,
-    pairwise_distance,
     row_distance,
+    triplet_distances,
 )
 
 
-def triplet_margin(d_ap: torch.Tensor, d_an: torch.Tensor, margin: float | None) -> torch.Tensor:
+def triplet_hinge(d_ap: torch.Tensor, d_an: torch.Tensor, margin: float | None) -> torch.Tensor:
     """Per-triplet loss: ``relu(d_ap - d_an + margin)``, or ``softplus(d_ap - d_an)`` when ``margin`` is None."""
     return F.softplus(d_ap - d_an) if margin is None else F.relu(d_ap - d_an + margin)
 
@@ -54,13 +53,13 @@ def batch_hard_triplet_loss(
         Re-Identification", arXiv 2017.
     """
     x = F.normalize(embeddings.float(), dim=1) if normalize else embeddings.float()
-    d = pairwise_distance(x, x)
+    d = triplet_distances(x, x)
     a, p, n = mine_from_distances(d, labels, "batch_hard")
     d_ap, d_an = d[a, p], d[a, n]
     stats = triplet_stats(d_ap, d_an, margin)
     stats["anchors"] = len(a)
     stats["active_all"] = active_fraction_all(d, labels, margin)
-    return triplet_margin(d_ap, d_an, margin).mean(), stats
+    return triplet_hinge(d_ap, d_an, margin).mean(), stats
 
 
 def triplet_loss(
@@ -81,17 +80,4 @@ def triplet_loss(
     if normalize:
         anchor, positive, negative = (F.normalize(t.float(), dim=1) for t in (anchor, positive, negative))
     d_ap, d_an = row_distance(anchor, positive, distance), row_distance(anchor, negative, distance)
-    return triplet_margin(d_ap, d_an, margin).mean(), triplet_stats(d_ap, d_an, margin)
-
-
-class BatchHardTripletLoss(nn.Module):
-    """Module wrapper of :func:`batch_hard_triplet_loss`; the last batch's statistics are in ``.stats``."""
-
-    def __init__(self, margin: float | None = 0.3, normalize: bool = True):
-        super().__init__()
-        self.margin, self.normalize = margin, normalize
-        self.stats: dict[str, float] = {}
-
-    def forward(self, embeddings: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        loss, self.stats = batch_hard_triplet_loss(embeddings, labels, self.margin, self.normalize)
-        return loss
+    return triplet_hinge(d_ap, d_an, margin).mean(), triplet_stats(d_ap, d_an, margin)

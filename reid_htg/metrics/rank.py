@@ -32,6 +32,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
+from reid_htg.metrics.distance import METRICS
+
 AP_FORMULAS = ("noninterp", "official")
 DEFAULT_AP = "noninterp"
 
@@ -378,8 +380,8 @@ def evaluate_features(
         Others as in :func:`evaluate_rank`.
     """
     _check_ap(ap)
-    if metric not in ("cosine", "euclidean"):
-        raise ValueError(f"unknown metric {metric!r}; use 'cosine' or 'euclidean'")
+    if metric not in METRICS:
+        raise ValueError(f"unknown metric {metric!r}; use one of {list(METRICS)}")
     qf, gf = torch.as_tensor(np.asarray(qf)).to(dtype), torch.as_tensor(np.asarray(gf)).to(dtype)
     if qf.ndim != 2 or gf.ndim != 2 or qf.shape[1] != gf.shape[1]:
         raise ValueError(f"features must be (Q, D) and (G, D) with one D; got {tuple(qf.shape)} and {tuple(gf.shape)}")

@@ -6,7 +6,6 @@ import os
 import timm
 from torch import nn
 
-
 BACKBONE_FAMILIES = ("resnet", "seresnet", "resnext", "wide_resnet", "ecaresnet", "skresnet")  # timm ResNet families (name prefixes)
 
 

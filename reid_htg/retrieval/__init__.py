@@ -4,7 +4,6 @@ from reid_htg.retrieval.index import (
     GalleryIndex,
     GalleryIndexError,
     choose_index_type,
-    model_fingerprint,
 )
 
-__all__ = ["INDEX_TYPES", "GalleryIndex", "GalleryIndexError", "choose_index_type", "model_fingerprint"]
+__all__ = ["INDEX_TYPES", "GalleryIndex", "GalleryIndexError", "choose_index_type"]

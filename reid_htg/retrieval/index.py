@@ -41,8 +41,11 @@ import faiss
 import numpy as np
 import pandas as pd
 
+from reid_htg.metrics.distance import METRICS
+from reid_htg.utils.hashing import file_sha256
+from reid_htg.utils.locks import RWLock
+
 INDEX_TYPES = ("flat", "hnsw", "ivf", "ivfpq")
-METRICS = ("cosine", "euclidean")  # the names of reid_htg.metrics.distance.METRICS
 FORMAT_VERSION = 1
 INDEX_PARAMS = ("hnsw_m", "ef_search", "ef_construction", "nlist", "nprobe", "pq_m", "pq_nbits", "rerank")
 _FILES = ("index.faiss", "vectors.npy", "alive.npy", "metadata.csv")
@@ -61,97 +64,15 @@ def _merged_dtype(old: np.dtype, new: np.dtype, rows_before: int) -> np.dtype:
     return np.dtype(object)
 
 
-class RWLock:
-    """Many readers or one writer (writer-preferring: a waiting writer blocks new readers, so writes are not starved).
-
-    FAISS mutates an index in place on ``add``; a search running at the same
-    time reads freed memory (IndexError on flat, a crash on HNSW). Searches
-    hold the read side, ``add`` / ``delete`` / ``compact`` / ``save`` the write side.
-    """
-
-    def __init__(self):
-        self._cond = threading.Condition()
-        self._readers = 0
-        self._writer = False
-        self._waiting_writers = 0
-
-    def acquire_read(self):
-        with self._cond:
-            while self._writer or self._waiting_writers:
-                self._cond.wait()
-            self._readers += 1
-
-    def release_read(self):
-        with self._cond:
-            self._readers -= 1
-            if not self._readers:
-                self._cond.notify_all()
-
-    def acquire_write(self):
-        with self._cond:
-            self._waiting_writers += 1
-            while self._writer or self._readers:
-                self._cond.wait()
-            self._waiting_writers -= 1
-            self._writer = True
-
-    def release_write(self):
-        with self._cond:
-            self._writer = False
-            self._cond.notify_all()
-
-    class _Side:
-        def __init__(self, acquire, release):
-            self.acquire, self.release = acquire, release
-
-        def __enter__(self):
-            self.acquire()
-
-        def __exit__(self, *exc):
-            self.release()
-
-    @property
-    def read(self):
-        return self._Side(self.acquire_read, self.release_read)
-
-    @property
-    def write(self):
-        return self._Side(self.acquire_write, self.release_write)
-
-
 def _manifest_checksum(man: dict) -> str:
     """SHA-256 of a manifest's own fields (all but this checksum), canonical JSON: an edited field is caught on load."""
     body = {k: v for k, v in man.items() if k != "manifest_sha256"}
     return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()
 
 
-def _sha256(path: str) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def choose_index_type(n: int) -> str:
     """The default index type for ``n`` gallery vectors."""
     return "flat" if n <= 100_000 else ("hnsw" if n <= 2_000_000 else "ivfpq")
-
-
-def model_fingerprint(state_dict) -> str:
-    """A short hash of a model's weights (names, shapes and values): embeddings from other weights differ.
-
-    Args:
-        state_dict: a ``{name: tensor}`` mapping (``model.state_dict()``).
-    """
-    h = hashlib.sha256()
-    for name in sorted(state_dict):
-        t = state_dict[name]
-        arr = t.detach().cpu().contiguous().numpy() if hasattr(t, "detach") else np.asarray(t)
-        h.update(name.encode())
-        h.update(str(arr.shape).encode())
-        h.update(np.ascontiguousarray(arr).tobytes())
-    return h.hexdigest()[:16]
 
 
 class GalleryIndex:
@@ -530,7 +451,7 @@ class GalleryIndex:
             np.save(os.path.join(tmp, "alive.npy"), self.alive)
             self.meta.to_csv(os.path.join(tmp, "metadata.csv"), index=False)
             manifest = self.manifest()
-        manifest["sha256"] = {f: _sha256(os.path.join(tmp, f)) for f in _FILES}
+        manifest["sha256"] = {f: file_sha256(os.path.join(tmp, f)) for f in _FILES}
         manifest["manifest_sha256"] = _manifest_checksum(manifest)
         with open(os.path.join(tmp, "manifest.json"), "w") as fh:
             json.dump(manifest, fh, indent=2)
@@ -570,7 +491,7 @@ class GalleryIndex:
             fp = os.path.join(path, f)
             if not os.path.isfile(fp):
                 raise GalleryIndexError(f"{path}: file {f} is missing; the index is incomplete, rebuild it")
-            if not isinstance(man["sha256"], dict) or _sha256(fp) != man["sha256"].get(f):
+            if not isinstance(man["sha256"], dict) or file_sha256(fp) != man["sha256"].get(f):
                 raise GalleryIndexError(f"{path}: file {f} does not match its checksum (truncated or altered); rebuild the index")
         idx = cls(man["dim"], man["metric"], man["index_type"], man.get("fingerprint"), man["params"])
         idx._check_fingerprint(fingerprint, "the caller's model")

@@ -36,8 +36,8 @@ class Embedder:
         import torch
 
         from reid_htg.checkpoint import load_checkpoint, model_from_checkpoint
-        from reid_htg.data.augment import normalize
-        from reid_htg.retrieval import model_fingerprint
+        from reid_htg.data.transforms import normalize
+        from reid_htg.utils.hashing import model_fingerprint
 
         state = load_checkpoint(path)
         model = model_from_checkpoint(state).eval()

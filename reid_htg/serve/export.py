@@ -12,9 +12,9 @@ import numpy as np
 import torch
 
 from reid_htg.checkpoint import load_checkpoint, model_from_checkpoint
-from reid_htg.data.augment import IMAGENET_MEAN, IMAGENET_STD
-from reid_htg.retrieval import model_fingerprint
+from reid_htg.data.transforms import IMAGENET_MEAN, IMAGENET_STD
 from reid_htg.serve.embedder import META_PREFIX
+from reid_htg.utils.hashing import model_fingerprint
 
 
 class _Normalised(torch.nn.Module):

@@ -1,1 +1,1 @@
-"""Small helpers: training-curve plots, progress of long jobs."""
+"""Small helpers: training-curve and result plots, progress of long jobs, file and weight fingerprints, a readers-writer lock."""
