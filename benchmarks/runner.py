@@ -23,8 +23,9 @@ import sys
 from dataclasses import dataclass
 
 import numpy as np
-import yaml
 from scipy import stats
+
+from reid_htg.config import read_yaml
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
@@ -50,8 +51,7 @@ def load_arms(folder: str = ARMS_DIR) -> dict[str, Arm]:
     """Every arm of the YAML files in ``folder``, bases resolved; a malformed entry or a duplicate name raises naming it."""
     raw: dict[str, dict] = {}
     for path in sorted(glob.glob(os.path.join(folder, "*.yaml"))):
-        with open(path) as fh:
-            entries = yaml.safe_load(fh) or {}
+        entries = read_yaml(path)  # a name given twice in one file is refused, not silently the last
         for name, entry in entries.items():
             if name in raw:
                 raise ValueError(f"arm {name!r} is defined twice ({path})")

@@ -2,12 +2,13 @@
 
 Exit codes: 0 done; 2 bad input (a config, a path, a file, a value: every
 library error is a ``ValueError`` subclass that names the problem and the
-fix, and a tool's own ``SystemExit("error: ...")``); 1 a run that failed for
+fix, and a tool's own ``SystemExit("error: ...")``; a full or read-only disk); 1 a run that failed for
 any other reason (a traceback: that is a bug or a broken machine, not the
 user's input); 130 interrupted.
 """
 from __future__ import annotations
 
+import errno
 import sys
 from typing import Callable
 
@@ -29,6 +30,26 @@ def run_tool(main: Callable[[], int | None]) -> int:
             raise
         print(f"error: {exc} (run with --debug for the traceback)", file=sys.stderr)
         return 2
+    except OSError as exc:
+        if debug or exc.errno not in (errno.ENOSPC, errno.EROFS, errno.EDQUOT):
+            raise
+        where = f" writing {exc.filename}" if exc.filename else ""
+        print(f"error: {exc.strerror}{where}: free space or choose another folder; what was there before is kept "
+              "(run with --debug for the traceback)", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+
+
+def positive_int(text: str) -> int:
+    """An argparse ``type`` for counts (``--batch-size``, ``--k``, ``--max-rank``): a whole number >= 1, else argparse's one-line error."""
+    import argparse
+
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value} must be >= 1")
+    return value

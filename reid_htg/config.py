@@ -231,7 +231,10 @@ def apply_overrides(data: dict, overrides) -> dict:
             node = node.setdefault(part, {})
             if not isinstance(node, dict):
                 raise ConfigError(f"override {item!r}: {part!r} is not a section")
-        node[parts[-1]] = yaml.safe_load(raw)
+        try:
+            node[parts[-1]] = yaml.load(raw, Loader=_StrictLoader)
+        except (yaml.YAMLError, ConfigError) as exc:
+            raise ConfigError(f"override {item!r}: the value is not valid YAML ({getattr(exc, 'problem', None) or exc})") from None
     return data
 
 
@@ -308,14 +311,44 @@ def check_train_config(cfg: TrainConfig) -> TrainConfig:
     return cfg
 
 
+class _StrictLoader(yaml.SafeLoader):
+    """YAML's safe loader, refusing a key given twice in one mapping (plain YAML keeps the last one silently)."""
+
+
+def _no_duplicates(loader, node, deep=False):
+    seen = {}
+    for key_node, _ in node.value:
+        key = loader.construct_object(key_node, deep=deep)
+        if key in seen:
+            raise ConfigError(f"key {key!r} is given twice (lines {seen[key] + 1} and {key_node.start_mark.line + 1}); keep one")
+        seen[key] = key_node.start_mark.line
+    return loader.construct_mapping(node, deep)
+
+
+_StrictLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _no_duplicates)
+
+
+def read_yaml(path: str) -> dict:
+    """A config file as a dict; one line naming the file for a syntax error, a duplicate key, or a file that is not YAML text."""
+    try:
+        with open(path, encoding="utf-8") as fh:
+            data = yaml.load(fh, Loader=_StrictLoader) or {}
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path}: not a text file; a config is YAML") from None
+    except ConfigError as exc:
+        raise ConfigError(f"{path}: {exc}") from None
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        raise ConfigError(f"{path}: not valid YAML{where} ({getattr(exc, 'problem', None) or exc})") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: a config file must be a mapping")
+    return data
+
+
 def load_config(cls=TrainConfig, path: str | None = None, overrides=()):
     """Load ``cls``: its defaults, then a YAML file over them, then ``key=value`` overrides (a re-ID config is then validated)."""
-    data = {}
-    if path:
-        with open(path) as fh:
-            data = yaml.safe_load(fh) or {}
-        if not isinstance(data, dict):
-            raise ConfigError(f"{path}: a config file must be a mapping")
+    data = read_yaml(path) if path else {}
     data = apply_overrides(_merge(to_dict(cls()), data), overrides)
     cfg = from_dict(cls, data)
     return check_train_config(cfg) if cls is TrainConfig else cfg

@@ -22,6 +22,16 @@ def device():
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 _TOOLS = {}
+_SCRATCH = []
+
+
+def _scratch() -> str:
+    """An empty working folder for in-process tool runs, one per test session, outside the checkout."""
+    if not _SCRATCH:
+        import tempfile
+
+        _SCRATCH.append(tempfile.mkdtemp(prefix="reid_htg_tools_"))
+    return _SCRATCH[0]
 
 
 def run_tool_here(tool: str, *args, check: bool = True):
@@ -30,7 +40,9 @@ def run_tool_here(tool: str, *args, check: bool = True):
 
     In-process saves the 5-10 s that every fresh interpreter spends importing
     torch and timm; tests that need a real process (kill -9, DDP, a server)
-    still start one.
+    still start one. The tool runs in a scratch working folder of its own, never
+    the checkout: its relative defaults (``runs/``, ``data/synthetic``) must not
+    meet, or leave behind, a user's runs.
     """
     import contextlib
     import importlib.util
@@ -49,7 +61,7 @@ def run_tool_here(tool: str, *args, check: bool = True):
     argv, cwd, threads = sys.argv, os.getcwd(), torch.get_num_threads()
     sys.argv = [tool, *map(str, args)]
     try:
-        os.chdir(ROOT)
+        os.chdir(_scratch())
         with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
             try:
                 code = run_tool(_TOOLS[tool].main)

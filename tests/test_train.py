@@ -72,7 +72,7 @@ def test_killed_run_resumes_exactly(tmp_path):
     args = [sys.executable, os.path.join(ROOT, "tools", "train_reid.py"), "--data-root", str(tmp_path / "syn"),
             "--output-dir", str(killed), "name=killed", "epochs=2", *TINY]
     env = dict(os.environ, OMP_NUM_THREADS="1")  # one thread, as the in-process runs here (conftest): the same arithmetic
-    proc = subprocess.Popen(args, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
+    proc = subprocess.Popen(args, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
     ckpt = killed / "last.pt"
     deadline = time.time() + 300
     while not ckpt.is_file() and proc.poll() is None and time.time() < deadline:
@@ -127,7 +127,7 @@ def test_two_process_gloo_training_agrees(tmp_path):
         os.path.join(ROOT, "tools", "train_reid.py"), "--device", "cpu", "--data-root", str(tmp_path / "syn"),
         "--output-dir", str(out_dir), "name=ddp", "epochs=2", *TINY, "htg.enabled=true", "htg.warmup_epochs=1",
     ]
-    res = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, env=env, timeout=600)
+    res = subprocess.run(cmd, capture_output=True, text=True, cwd=tmp_path, env=env, timeout=600)
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
     # G and D start from different seeds on the two ranks: they agree only if broadcast and gradient averaging work
     assert "2 process(es)" in res.stdout and "ranks agree on the weights (F, G and D): True" in res.stdout

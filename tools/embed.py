@@ -18,7 +18,7 @@ import sys
 
 import numpy as np
 
-from reid_htg.cli import run_tool
+from reid_htg.cli import positive_int, run_tool
 from reid_htg.data import SPLITS, build_dataset, split_of
 from reid_htg.data.readers import list_images
 
@@ -34,7 +34,7 @@ def main(argv=None) -> int:
     ap.add_argument("--data-root")
     ap.add_argument("--split", choices=SPLITS, default="gallery")
     ap.add_argument("--out", required=True, help="output .npz")
-    ap.add_argument("--batch-size", type=int, default=128)
+    ap.add_argument("--batch-size", type=positive_int, default=128)
     ap.add_argument("--device")
     args = ap.parse_args(argv)
     if not args.out.endswith(".npz"):

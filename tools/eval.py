@@ -31,7 +31,7 @@ import sys
 
 import torch
 
-from reid_htg.cli import run_tool
+from reid_htg.cli import positive_int, run_tool
 from reid_htg.data import PROTOCOLS
 from reid_htg.metrics import (
     AP_FORMULAS,
@@ -58,21 +58,21 @@ def parse_args(argv=None):
     src.add_argument("--runs-dir", default="runs", help="where to look for the most recent run (default: runs)")
     src.add_argument("--dataset", help="dataset name (default: the one the checkpoint was trained for)")
     src.add_argument("--data-root", help="dataset folder (default: the one the checkpoint was trained on)")
-    src.add_argument("--batch-size", type=int, default=128, help="images per forward pass when extracting features")
+    src.add_argument("--batch-size", type=positive_int, default=128, help="images per forward pass when extracting features")
     src.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda when available)")
     m = ap.add_argument_group("metrics")
     for name in ("rank1", "rank5", "rank10", "mAP", "mINP"):
         m.add_argument(f"--{name}", action="store_true", help=f"show {name} (all metrics are shown when none is picked)")
     m.add_argument("--ap", choices=AP_FORMULAS, default=DEFAULT_AP, help=f"AP formula (default: {DEFAULT_AP})")
     m.add_argument("--metric", choices=METRICS, default="cosine", help="distance (default: cosine)")
-    m.add_argument("--max-rank", type=int, default=50, help="length of the CMC curve (default: 50)")
+    m.add_argument("--max-rank", type=positive_int, default=50, help="length of the CMC curve (default: 50)")
     m.add_argument("--precision", choices=("float64", "float32"), default="float64",
                    help="distance arithmetic (default float64: the index path and the matrix path then agree exactly)")
     m.add_argument("--index", choices=INDEX_TYPES, help="rank the gallery with a FAISS index of this type instead of a distance matrix")
-    m.add_argument("--index-k", type=int, help="neighbours retrieved per query with --index (default: the whole gallery)")
+    m.add_argument("--index-k", type=positive_int, help="neighbours retrieved per query with --index (default: the whole gallery)")
     m.add_argument("--rerank", action="store_true", help="k-reciprocal re-ranking (Zhong et al. 2017) from top-k1 neighbour lists")
-    m.add_argument("--k1", type=int, default=20, help="re-ranking k1 (default 20)")
-    m.add_argument("--k2", type=int, default=6, help="re-ranking k2 (default 6)")
+    m.add_argument("--k1", type=positive_int, default=20, help="re-ranking k1 (default 20)")
+    m.add_argument("--k2", type=positive_int, default=6, help="re-ranking k2 (default 6)")
     m.add_argument("--lambda", dest="lambda_value", type=float, default=0.3, help="re-ranking weight of the original distance (default 0.3)")
     r = ap.add_argument_group("robustness")
     r.add_argument("--fgsm", type=float, nargs="+", metavar="EPS",

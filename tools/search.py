@@ -16,7 +16,7 @@ import sys
 
 import pandas as pd
 
-from reid_htg.cli import run_tool
+from reid_htg.cli import positive_int, run_tool
 from reid_htg.retrieval import GalleryIndex, GalleryIndexError
 
 
@@ -71,7 +71,7 @@ def main(argv=None) -> int:
     src.add_argument("--embeddings", help="query embeddings from tools/embed.py")
     src.add_argument("--images", help="a folder of query images (with --checkpoint)")
     ap.add_argument("--checkpoint")
-    ap.add_argument("--k", type=int, default=10)
+    ap.add_argument("--k", type=positive_int, default=10)
     ap.add_argument("--csv", help="write the whole table here")
     ap.add_argument("--png", help="draw queries and their top-k here")
     ap.add_argument("--png-queries", type=int, default=8, help="queries in the picture (default 8)")
@@ -100,7 +100,10 @@ def main(argv=None) -> int:
         qmeta = pd.DataFrame({"path": list_images(args.images)})
         fp = model_fingerprint(state["model"])
         emb = embed_images(state, qmeta["path"].tolist(), device=args.device, desc="query embeddings")
-    names = qmeta["path"].map(os.path.basename).to_numpy() if "path" in qmeta else None
+    names = None
+    if "path" in qmeta:  # a query is named by its path (relative to --images): file names repeat across class folders
+        root = args.images
+        names = qmeta["path"].map(lambda p: os.path.relpath(p, root) if root else p).to_numpy()
     try:
         table = index.search(emb, args.k, fingerprint=fp)
     except GalleryIndexError as exc:

@@ -1,10 +1,27 @@
 """Distances between embedding sets."""
 from __future__ import annotations
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
 METRICS = ("cosine", "euclidean")
+
+
+def exact_rescale(*xs: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    """``xs`` times one power of two that brings their largest magnitude into [0.5, 1].
+
+    Multiplying by a power of two rounds nothing (short of subnormals), so every
+    distance ranking and every tie is that of the input, while squared norms of
+    features as large as 1e20 (or as small as 1e-20) neither overflow nor
+    underflow in float32.
+    """
+    tops = [float(x.abs().amax()) for x in xs if x.numel()]
+    top = max(tops, default=0.0)
+    if top == 0 or 0.5 <= top <= 1.0:
+        return xs
+    shift = torch.tensor(-int(np.ceil(np.log2(top))))
+    return tuple(torch.ldexp(x, shift).to(x.dtype) for x in xs)
 
 
 def pairwise_distance(x: torch.Tensor, y: torch.Tensor, metric: str = "cosine") -> torch.Tensor:

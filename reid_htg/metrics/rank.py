@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from reid_htg.metrics.distance import METRICS
+from reid_htg.metrics.distance import METRICS, exact_rescale
 
 AP_FORMULAS = ("noninterp", "official")
 DEFAULT_AP = "noninterp"
@@ -391,6 +391,7 @@ def evaluate_features(
     g_pids, g_camids = as_int_array(g_pids, "g_pids", ng), as_int_array(g_camids, "g_camids", ng)
     if not (torch.isfinite(qf).all() and torch.isfinite(gf).all()):
         raise ValueError("features contain NaN or inf; check the model or the features file")
+    qf, gf = exact_rescale(qf, gf)  # one power of two: the same ranks and ties, no overflow for huge features
     keep = g_pids != -1
     if not keep.all():  # junk never ranks: drop it before any distance is computed
         gf, g_pids, g_camids = gf[torch.from_numpy(keep)], g_pids[keep], g_camids[keep]

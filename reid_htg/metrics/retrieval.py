@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from reid_htg.metrics.distance import pairwise_distance
+from reid_htg.metrics.distance import exact_rescale, pairwise_distance
 
 
 def _neighbours(x: torch.Tensor, k: int, metric: str, chunk_size: int) -> torch.Tensor:
@@ -35,6 +35,9 @@ def _prepare(embeddings, labels):
         raise ValueError(f"embeddings must be (N, D) with N labels; got {tuple(x.shape)} and {len(y)} labels")
     if len(x) < 2:
         raise ValueError("class-level retrieval needs at least 2 items")
+    if not torch.isfinite(x).all():
+        raise ValueError("embeddings contain NaN or inf; check the model or the features file")
+    (x,) = exact_rescale(x)  # the same ranks and ties, no overflow for huge features
     return x, y
 
 

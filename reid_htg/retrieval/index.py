@@ -49,6 +49,39 @@ INDEX_TYPES = ("flat", "hnsw", "ivf", "ivfpq")
 FORMAT_VERSION = 1
 INDEX_PARAMS = ("hnsw_m", "ef_search", "ef_construction", "nlist", "nprobe", "pq_m", "pq_nbits", "rerank")
 _FILES = ("index.faiss", "vectors.npy", "alive.npy", "metadata.csv")
+RESERVED_COLUMNS = ("query", "rank", "distance")  # the columns a search result adds before the metadata
+PARAM_RANGES = {  # index parameter -> (smallest, largest) accepted: FAISS trusts its caller (hnsw_m=0 aborts, -1 hangs)
+    "hnsw_m": (2, 256), "ef_search": (1, 1 << 20), "ef_construction": (1, 1 << 20), "nlist": (1, 1 << 24), "nprobe": (1, 1 << 24),
+    "pq_m": (1, 4096), "pq_nbits": (1, 16), "rerank": (1, 1 << 16),
+}
+
+
+def check_params(params: dict) -> dict:
+    """Index parameters as ints within their ranges, refused by name otherwise (before FAISS sees them)."""
+    unknown = sorted(set(params) - set(INDEX_PARAMS))
+    if unknown:
+        raise GalleryIndexError(f"unknown index parameter(s) {unknown}; valid: {list(INDEX_PARAMS)}")
+    out = {}
+    for k, v in params.items():
+        lo, hi = PARAM_RANGES[k]
+        if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or not lo <= int(v) <= hi:
+            raise GalleryIndexError(f"index parameter {k}={v!r} must be a whole number from {lo} to {hi}")
+        out[k] = int(v)
+    return out
+
+
+def _int_ids(values, what: str = "gallery_id") -> np.ndarray:
+    """``values`` as int64 ids, refusing what is not a whole number within int64 (never truncated silently)."""
+    a = np.asarray(values)
+    if a.dtype == bool or a.dtype.kind not in "iuf":
+        raise GalleryIndexError(f"{what} values must be whole numbers, got {a.dtype} values such as {a.reshape(-1)[:3].tolist()}")
+    if a.dtype.kind == "f":
+        if not np.all(np.isfinite(a)) or np.any(a != np.round(a)):
+            bad = a[~np.isfinite(a) | (a != np.round(a))]
+            raise GalleryIndexError(f"{what} values must be whole numbers, got {bad[:3].tolist()}")
+    if a.size and (a.min() < -(2**63) or a.max() > 2**63 - 1):
+        raise GalleryIndexError(f"{what} values must fit in 64 bits")
+    return a.astype(np.int64)
 
 
 class GalleryIndexError(ValueError):
@@ -94,11 +127,9 @@ class GalleryIndex:
             raise GalleryIndexError(f"unknown metric {metric!r}; use one of {list(METRICS)}")
         if index_type not in INDEX_TYPES:
             raise GalleryIndexError(f"unknown index type {index_type!r}; use one of {list(INDEX_TYPES)} or auto")
-        unknown = sorted(set(params or {}) - set(INDEX_PARAMS))
-        if unknown:
-            raise GalleryIndexError(f"unknown index parameter(s) {unknown}; valid: {list(INDEX_PARAMS)}")
+        params = check_params(dict(params or {}))
         self.dim, self.metric, self.index_type, self.fingerprint = int(dim), metric, index_type, fingerprint
-        self.params = {"hnsw_m": 32, "ef_search": 64, "ef_construction": 80, "nprobe": 16, "rerank": 10, **(params or {})}
+        self.params = {"hnsw_m": 32, "ef_search": 64, "ef_construction": 80, "nprobe": 16, "rerank": 10, **params}
         self.index = None
         self._lock = RWLock()  # searches share it; add, delete, compact and save hold it alone
         self._set_rows(np.zeros((0, self.dim), np.float32), np.zeros(0, bool), {"gallery_id": np.zeros(0, np.int64)})
@@ -268,6 +299,11 @@ class GalleryIndex:
         meta = pd.DataFrame(index=range(n)) if metadata is None else metadata.reset_index(drop=True).copy()
         if len(meta) != n:
             raise GalleryIndexError(f"metadata has {len(meta)} rows but there are {n} embeddings; they must match one to one")
+        reserved = [c for c in meta.columns if c in RESERVED_COLUMNS]
+        if reserved:
+            raise GalleryIndexError(f"metadata column(s) {reserved} are names a search result uses ({', '.join(RESERVED_COLUMNS)}); rename them")
+        if "gallery_id" in meta:
+            meta["gallery_id"] = _int_ids(meta["gallery_id"].to_numpy())
         with self._lock.write:
             if self._n:  # every row has every column: no NaN filling that a saved index could not read back
                 have, new = set(self._cols) - {"gallery_id"}, set(meta.columns) - {"gallery_id"}
@@ -275,7 +311,7 @@ class GalleryIndex:
                     raise GalleryIndexError(f"metadata columns must match the index's {sorted(have)}: missing {sorted(have - new)}, "
                                             f"unknown {sorted(new - have)}")
             if "gallery_id" in meta:
-                ids = meta["gallery_id"].to_numpy(np.int64)
+                ids = meta["gallery_id"].to_numpy()
                 clash = ids[self.rows_of(ids) >= 0]
                 if len(np.unique(ids)) != n or len(clash):
                     raise GalleryIndexError(f"gallery_id values must be unique and new; repeated: {clash[:5].tolist() or 'within the batch'}")
@@ -297,7 +333,7 @@ class GalleryIndex:
 
     def delete(self, gallery_ids) -> int:
         """Remove items by gallery id; returns how many were live. Unknown ids raise."""
-        ids = np.atleast_1d(np.asarray(gallery_ids, np.int64))
+        ids = np.atleast_1d(_int_ids(gallery_ids))
         with self._lock.write:
             pos = self.rows_of(ids)
             if (pos < 0).any():
@@ -501,8 +537,10 @@ class GalleryIndex:
             raise GalleryIndexError(f"{path}: index.faiss cannot be read ({exc})") from None
         vectors = np.load(os.path.join(path, "vectors.npy"), mmap_mode="r" if mmap else None)
         alive = np.load(os.path.join(path, "alive.npy"))
-        meta = pd.read_csv(os.path.join(path, "metadata.csv"), keep_default_na=False)
-        meta = meta.astype({c: t for c, t in man["metadata_dtypes"].items() if t != "object" and c in meta})
+        dtypes = man["metadata_dtypes"]
+        text = {c: str for c, t in dtypes.items() if t in ("object", "str", "string")}  # "007" stays "007", "1e3" stays "1e3"
+        meta = pd.read_csv(os.path.join(path, "metadata.csv"), keep_default_na=False, dtype=text or None)
+        meta = meta.astype({c: t for c, t in dtypes.items() if c not in text and c in meta})
         rows = len(alive)
         if "gallery_id" not in meta or not (len(meta) == len(vectors) == rows == idx.index.ntotal) or int(alive.sum()) != man["count"]:
             raise GalleryIndexError(

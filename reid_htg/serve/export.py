@@ -8,6 +8,8 @@ alone serves (``reid_htg.serve.embedder.Embedder.from_onnx``).
 """
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import torch
 
@@ -31,6 +33,9 @@ class _Normalised(torch.nn.Module):
 def export_onnx(checkpoint: str, out: str, opset: int = 17, check_batch: int = 4) -> dict:
     """Write ``out`` and compare onnxruntime with PyTorch on a random batch; returns the parity figures.
 
+    The model is written to a temporary file beside ``out`` and renamed over it only once complete: an export
+    that fails (a full disk, say) leaves the previous ``out`` as it was.
+
     Returns:
         ``{"max_abs_diff", "min_cosine", "dim", "size", "fingerprint"}``.
     """
@@ -42,15 +47,21 @@ def export_onnx(checkpoint: str, out: str, opset: int = 17, check_batch: int = 4
     size = (int(state["data_args"]["height"]), int(state["data_args"]["width"]))
     wrapped = _Normalised(model).eval()
     example = torch.rand(2, 3, *size, generator=torch.Generator().manual_seed(0))
-    torch.onnx.export(wrapped, (example,), out, input_names=["images"], output_names=["features"], opset_version=opset,
-                      dynamic_axes={"images": {0: "batch"}, "features": {0: "batch"}}, dynamo=False)
-    proto = onnx.load(out)
+    tmp = f"{out}.tmp{os.getpid()}.onnx"
     meta = {"height": size[0], "width": size[1], "dim": model.dim, "fingerprint": model_fingerprint(state["model"]),
             "eval_feature": model.eval_feature, "source": checkpoint}
-    for k, v in meta.items():
-        entry = proto.metadata_props.add()
-        entry.key, entry.value = META_PREFIX + k, str(v)
-    onnx.save(proto, out)
+    try:
+        torch.onnx.export(wrapped, (example,), tmp, input_names=["images"], output_names=["features"], opset_version=opset,
+                          dynamic_axes={"images": {0: "batch"}, "features": {0: "batch"}}, dynamo=False)
+        proto = onnx.load(tmp)
+        for k, v in meta.items():
+            entry = proto.metadata_props.add()
+            entry.key, entry.value = META_PREFIX + k, str(v)
+        onnx.save(proto, tmp)
+        os.replace(tmp, out)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
     x = torch.rand(check_batch, 3, *size, generator=torch.Generator().manual_seed(1))
     with torch.no_grad():
         ref = wrapped(x).numpy()
