@@ -19,8 +19,9 @@
 from __future__ import annotations
 
 import csv
-import fcntl
 import os
+
+from reid_htg.utils.locks import FolderInUse, FolderLock
 
 
 class RunFolderError(ValueError):
@@ -49,7 +50,7 @@ class RunFolder:
 
     def __init__(self, path: str, files: tuple[str, ...], resume: bool = False, overwrite: bool = False):
         self.path, self.files, self.resume, self.overwrite = path, tuple(files), bool(resume), overwrite
-        self._fd: int | None = None
+        self._lock: FolderLock | None = None
         self._check()
 
     @property
@@ -75,18 +76,10 @@ class RunFolder:
         Raises:
             RunFolderError: another process holds the folder, or it changed since the check.
         """
-        os.makedirs(self.path, exist_ok=True)
-        fd = os.open(os.path.join(self.path, ".lock"), os.O_RDWR | os.O_CREAT, 0o644)
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
-            os.close(fd)
-            raise RunFolderError(f"{self.path} is in use by another run (process {holder}); wait for it to end, "
-                                 "or choose another --output-dir / name=") from None
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, str(os.getpid()).encode(), 0)
-        self._fd = fd
+            self._lock = FolderLock(self.path, "another run")
+        except FolderInUse as exc:
+            raise RunFolderError(f"{exc}; wait for it to end, or choose another --output-dir / name=") from None
         try:
             self._check()
         except RunFolderError:
@@ -102,10 +95,9 @@ class RunFolder:
         return self
 
     def release(self) -> None:
-        if self._fd is not None:
-            fcntl.flock(self._fd, fcntl.LOCK_UN)
-            os.close(self._fd)
-            self._fd = None
+        if self._lock is not None:
+            self._lock.release()
+            self._lock = None
 
     def __enter__(self) -> RunFolder:
         return self

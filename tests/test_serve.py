@@ -172,7 +172,17 @@ BAD = [  # method, path, kwargs, status, word
     ("post", "/search", {"files": [("files", ("x.png", b"not an image", "image/png"))]}, 415, "cannot read image"),
     ("post", "/search", {"content": b"x" * (33 << 20), "headers": {"content-type": "application/json"}}, 413, "limit"),
     ("get", "/items/99999", {}, 404, "not in the gallery"),
-    ("get", "/items/abc", {}, 404, "integer"),
+    ("get", "/items/abc", {}, 404, "whole number"),
+    ("get", "/items/%D9%A3", {}, 404, "whole number"),  # an Arabic-Indic 3: int() would have taken it for item 3
+    ("get", "/nowhere", {}, 404, "Not Found"),  # the documented {"error": ...} shape on every route
+    ("post", "/search", {"json": {"embeddings": [[0.1] * 512], "k": 3.7}}, 422, "whole number"),
+    ("post", "/search", {"json": {"embeddings": [[0.1] * 512], "k": True}}, 422, "whole number"),
+    ("post", "/search", {"content": b'{"embeddings": [[' + b"0.1, " * 511 + b'0.1]], "k": Infinity}', "headers": {"content-type": "application/json"}},
+     422, "whole number"),
+    ("post", "/search", {"json": {"embeddings": [[0.1] * 512] * 200, "k": 1000}}, 422, "results"),
+    ("post", "/search", {"content": (b"x" * (1 << 20) for _ in range(40)), "headers": {"content-type": "application/json"}}, 413, "limit"),
+    ("post", "/search", {"content": "multipart-with-trailing-bytes", "headers": {"content-type": "multipart/form-data; boundary=zz"}},
+     413, "limit"),  # a valid image part, then 40 MB after the closing boundary, chunked: counted as it streams
     ("delete", "/items/99999", {"headers": KEY}, 404, "not in the gallery"),
     ("delete", "/items/3", {}, 401, "X-API-Key"),
     ("post", "/items", {"json": {"embeddings": [[0.1] * 512], "metadata": [{"path": "x"}]}, "headers": KEY}, 422, "fields"),
@@ -180,9 +190,20 @@ BAD = [  # method, path, kwargs, status, word
 ]
 
 
+def _multipart_with_trailing_bytes(tmp):
+    png = open(_images(tmp / "trailing", n=1)[0], "rb").read()
+    head = (b'--zz\r\nContent-Disposition: form-data; name="files"; filename="a.png"\r\nContent-Type: image/png\r\n\r\n'
+            + png + b"\r\n--zz--\r\n")
+    yield head
+    for _ in range(40):
+        yield b"x" * (1 << 20)
+
+
 @pytest.mark.parametrize("method,path,kwargs,status,word", BAD, ids=[f"{b[0]} {b[1]} {b[3]} {b[4]}" for b in BAD])
 def test_bad_requests_get_a_4xx_naming_the_problem(served, method, path, kwargs, status, word):
-    _, server, _ = served
+    tmp, server, _ = served
+    if kwargs.get("content") == "multipart-with-trailing-bytes":
+        kwargs = dict(kwargs, content=_multipart_with_trailing_bytes(tmp))
     res = getattr(httpx, method)(server.url + path, timeout=60, **kwargs) if method != "post" else httpx.post(server.url + path, timeout=60, **kwargs)
     assert res.status_code == status, res.text[:500]
     assert word in res.json()["error"], res.json()
@@ -250,3 +271,76 @@ def test_kill_9_mid_stream_loses_no_acknowledged_write(tmp_path, served):
         stop.set()
         if server.proc.poll() is None:
             server.kill(signal.SIGTERM)
+
+
+def test_one_service_per_data_folder(served):
+    tmp, server, _ = served
+    with pytest.raises(AssertionError, match="in use by another service"):
+        Server(tmp, tmp / "index", str(tmp / "last.pt")).start()  # the same --data-dir as the running server
+    assert httpx.get(server.url + "/health").status_code == 200
+
+
+def _gallery(tmp, n=20, fold_every=5):
+    import pandas as pd
+
+    from reid_htg.serve.store import DurableGallery
+
+    x = np.random.default_rng(3).standard_normal((n, 16)).astype(np.float32)
+    if not (tmp / "index").exists():
+        GalleryIndex.build(x, pd.DataFrame({"pid": np.arange(n)})).save(str(tmp / "index"))
+    return DurableGallery(str(tmp / "svc"), str(tmp / "index"), fold_every=fold_every)
+
+
+def test_a_missing_snapshot_is_recovered_or_refused_never_served_in_part(tmp_path):
+    import shutil
+
+    from reid_htg.retrieval import GalleryIndexError
+
+    g = _gallery(tmp_path)
+    g.add(np.random.default_rng(4).standard_normal((6, 16)).astype(np.float32), [{"pid": 100 + i} for i in range(6)])  # folds once
+    g.add(np.random.default_rng(5).standard_normal((2, 16)).astype(np.float32), [{"pid": 200}, {"pid": 201}])
+    g.close()
+    snap = tmp_path / "svc" / "snapshot"
+    os.replace(snap, str(snap) + ".old-4242")  # a crash between the fold's two renames
+    g = _gallery(tmp_path)
+    assert len(g.index) == 28 and g.get(27)["pid"] == 201 and snap.is_dir()
+    g.close()
+    shutil.rmtree(snap)
+    with pytest.raises(GalleryIndexError, match="snapshot is missing|is missing, and the log was trimmed"):
+        _gallery(tmp_path)  # starting from the initial index would serve 20 of 28 items
+
+
+def test_a_failing_fold_never_fails_a_committed_write(tmp_path, monkeypatch):
+    g = _gallery(tmp_path, fold_every=2)
+
+    def full(self, path):
+        raise RuntimeError("Error in faiss::FileIOWriter: No space left on device")
+
+    monkeypatch.setattr(GalleryIndex, "save", full)
+    ids = g.add(np.random.default_rng(6).standard_normal((3, 16)).astype(np.float32), [{"pid": 1}, {"pid": 2}, {"pid": 3}])
+    assert ids == [20, 21, 22] and len(g.index) == 23 and g.log_length() == 3 and "No space left" in g.fold_error
+    monkeypatch.undo()
+    g.add(np.random.default_rng(7).standard_normal((1, 16)).astype(np.float32), [{"pid": 4}])  # room again: this write folds
+    assert g.log_length() == 0 and g.fold_error is None
+    g.close()
+    g = _gallery(tmp_path)
+    assert len(g.index) == 24
+    g.close()
+
+
+def test_a_full_disk_on_commit_is_a_507_with_nothing_written(tmp_path, monkeypatch):
+    import sqlite3
+
+    from fastapi.testclient import TestClient
+
+    from reid_htg.serve.app import create_app
+
+    g = _gallery(tmp_path)
+
+    def full(*a, **k):
+        raise sqlite3.OperationalError("database or disk is full")
+
+    monkeypatch.setattr(g, "add", full)
+    res = TestClient(create_app(g)).post("/items", json={"embeddings": [[0.1] * 16], "metadata": [{"pid": 1}]})
+    assert res.status_code == 507 and "disk is full" in res.json()["error"]
+    g.close()

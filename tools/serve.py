@@ -42,9 +42,14 @@ def main(argv=None) -> int:
         from reid_htg.serve.store import DurableGallery
     except ImportError as exc:
         raise SystemExit(f"error: the service needs the serve extra ({exc.name} is missing): pip install -e \".[serve]\"") from None
+    if args.api_key is not None and not args.api_key.strip():
+        raise SystemExit("error: the API key (--api-key or REID_API_KEY) is empty, which would leave writes open; set a key, or unset both")
     data_dir = args.data_dir or os.path.abspath(args.index).rstrip("/") + ".service"
     gallery = DurableGallery(data_dir, args.index, fold_every=args.fold_every)
     embedder = Embedder.load(args.onnx or args.checkpoint)
+    if embedder.dim != gallery.index.dim:
+        raise SystemExit(f"error: the model makes {embedder.dim}-d features but the gallery holds {gallery.index.dim}-d ones; "
+                         "serve the model that built the index")
     app = create_app(gallery, embedder, api_key=args.api_key, max_k=args.max_k, max_body_bytes=int(args.max_body_mb * 2**20))
     print(f"serving {len(gallery.index)} items ({gallery.index.index_type}, {gallery.index.dim}-d) from {data_dir} "
           f"({gallery.replayed} logged writes replayed) on http://{args.host}:{args.port}", flush=True)

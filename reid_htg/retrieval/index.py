@@ -480,22 +480,25 @@ class GalleryIndex:
             raise GalleryIndexError(f"{path} exists and is not an index folder (no manifest.json); refusing to replace it: choose a new --out")
         tmp = f"{path}.tmp-{os.getpid()}-{threading.get_ident()}"
         shutil.rmtree(tmp, ignore_errors=True)
-        os.makedirs(tmp)
-        with self._lock.read:  # a consistent snapshot; searches go on meanwhile
-            faiss.write_index(self.index, os.path.join(tmp, "index.faiss"))
-            np.save(os.path.join(tmp, "vectors.npy"), np.asarray(self.vectors))
-            np.save(os.path.join(tmp, "alive.npy"), self.alive)
-            self.meta.to_csv(os.path.join(tmp, "metadata.csv"), index=False)
-            manifest = self.manifest()
-        manifest["sha256"] = {f: file_sha256(os.path.join(tmp, f)) for f in _FILES}
-        manifest["manifest_sha256"] = _manifest_checksum(manifest)
-        with open(os.path.join(tmp, "manifest.json"), "w") as fh:
-            json.dump(manifest, fh, indent=2)
-        try:
+        try:  # a failure here (a full disk, say) removes the temporary folder and leaves path as it was
+            os.makedirs(tmp)
+            with self._lock.read:  # a consistent snapshot; searches go on meanwhile
+                faiss.write_index(self.index, os.path.join(tmp, "index.faiss"))
+                np.save(os.path.join(tmp, "vectors.npy"), np.asarray(self.vectors))
+                np.save(os.path.join(tmp, "alive.npy"), self.alive)
+                self.meta.to_csv(os.path.join(tmp, "metadata.csv"), index=False)
+                manifest = self.manifest()
+            manifest["sha256"] = {f: file_sha256(os.path.join(tmp, f)) for f in _FILES}
+            manifest["manifest_sha256"] = _manifest_checksum(manifest)
+            with open(os.path.join(tmp, "manifest.json"), "w") as fh:
+                json.dump(manifest, fh, indent=2)
             type(self).load(tmp, mmap=True)  # never replace a good copy with one that load would refuse
         except GalleryIndexError as exc:
             shutil.rmtree(tmp, ignore_errors=True)
             raise GalleryIndexError(f"the index could not be saved in a form that loads back ({exc}); {path} is unchanged") from None
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
         old = f"{path}.old-{os.getpid()}"
         if os.path.exists(path):
             os.replace(path, old)

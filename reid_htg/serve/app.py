@@ -13,6 +13,10 @@ Endpoints (JSON in and out; errors are ``{"error": "..."}`` with a 4xx status na
   (a JSON list) -> ``{"ids": [...]}``, once the write is committed;
 - ``GET /items/{id}`` -> its metadata (404 once deleted); ``DELETE /items/{id}`` -> ``{"deleted": id}``.
 
+Limits: a body over ``max_body_bytes`` is refused (413) whether it declares its length or streams in chunks (the
+bytes are counted as they arrive, and reading stops at the limit); at most ``max_batch`` queries or items and
+``max_results`` (queries x k) results per request; a full disk is a 507 with nothing written.
+
 FAISS and the model run in the worker thread pool, never on the event loop;
 searches run together, writes one at a time (the index's readers-writer lock
 and the gallery's writer lock). Writes need ``X-API-Key`` when a key is set.
@@ -21,11 +25,14 @@ from __future__ import annotations
 
 import json
 import math
+import sqlite3
 
 import numpy as np
 from fastapi import FastAPI, Request
 from fastapi.concurrency import run_in_threadpool
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from reid_htg.serve.store import DurableGallery, NotFound
 
@@ -46,15 +53,32 @@ def _loads(body: bytes):
         return json.loads(body)
 
 
+class BodyTooLarge(Exception):
+    """A request body that grew past the limit while it streamed in (no Content-Length, or a false one)."""
+
+
 class _Limits:
     """Pure ASGI middleware (no per-request task or body stream as with ``@app.middleware``): refuse a
-    declared body over the limit (413) and, when a key is set, writes without it (401)."""
+    declared body over the limit (413) and, when a key is set, writes without it (401); count the bytes of every
+    body as they stream in (chunked bodies declare no length) and stop reading at the limit (413)."""
 
     def __init__(self, app, max_body_bytes: int, api_key: str | None):
         self.app, self.max_body_bytes, self.api_key = app, max_body_bytes, api_key
 
     async def __call__(self, scope, receive, send):
         if scope["type"] == "http":
+            received = 0
+            limit = self.max_body_bytes
+
+            async def counted():
+                nonlocal received
+                message = await receive()
+                if message["type"] == "http.request":
+                    received += len(message.get("body", b""))
+                    if received > limit:
+                        raise BodyTooLarge(f"request body over the limit of {limit} bytes")
+                return message
+
             headers = dict(scope["headers"])
             size = headers.get(b"content-length", b"").decode("latin-1")
             refusal = None
@@ -65,6 +89,7 @@ class _Limits:
                 refusal = (401, "writes need the X-API-Key header with the service's key")
             if refusal:
                 return await _error(*refusal)(scope, receive, send)
+            return await self.app(scope, counted, send)
         return await self.app(scope, receive, send)
 
 
@@ -79,7 +104,7 @@ def _error(status: int, message: str) -> JSONResponse:
 
 
 def create_app(gallery: DurableGallery, embedder=None, api_key: str | None = None, max_k: int = 1000,
-               max_body_bytes: int = 32 << 20, max_batch: int = 1024) -> FastAPI:
+               max_body_bytes: int = 32 << 20, max_batch: int = 1024, max_results: int = 100_000) -> FastAPI:
     """The FastAPI app over ``gallery``; ``embedder`` (``reid_htg.serve.embedder.Embedder``) enables image requests."""
     app = FastAPI(title="reid-htg retrieval service")
     index = gallery.index
@@ -96,6 +121,24 @@ def create_app(gallery: DurableGallery, embedder=None, api_key: str | None = Non
     @app.exception_handler(ValueError)  # the library's refusals (wrong dimension, NaN, bad metadata ...)
     async def value_error(request, exc: ValueError):
         return _error(422, str(exc))
+
+    @app.exception_handler(BodyTooLarge)
+    async def too_large(request, exc: BodyTooLarge):
+        return _error(413, str(exc))
+
+    @app.exception_handler(StarletteHTTPException)  # unknown routes and methods: the documented error shape too
+    async def http_error(request, exc: StarletteHTTPException):
+        return _error(exc.status_code, str(exc.detail))
+
+    @app.exception_handler(RequestValidationError)
+    async def validation_error(request, exc: RequestValidationError):
+        return _error(422, "; ".join(f"{'.'.join(map(str, e.get('loc', ())))}: {e.get('msg')}" for e in exc.errors()) or "invalid request")
+
+    @app.exception_handler(sqlite3.OperationalError)
+    async def storage_error(request, exc: sqlite3.OperationalError):
+        if "full" in str(exc) or "disk" in str(exc):  # nothing was committed: the client may retry once there is room
+            return _error(507, f"the gallery's disk is full ({exc}); nothing was written")
+        return _error(503, f"the gallery's database is unavailable ({exc}); nothing was written")
 
     @app.exception_handler(Exception)
     async def unexpected(request, exc: Exception):  # a bug: say so, without a stack trace to the client
@@ -149,14 +192,18 @@ def create_app(gallery: DurableGallery, embedder=None, api_key: str | None = Non
         except OSError as exc:
             raise BadRequest(f"{exc} (send JPEG or PNG images)", 415) from None
 
-    def parse_k(value) -> int:
-        try:
-            k = int(value)
-        except (TypeError, ValueError):
-            raise BadRequest(f"k must be an integer, got {value!r}") from None
-        if not 1 <= k <= max_k:
-            raise BadRequest(f"k must be between 1 and {max_k}, got {k}")
-        return k
+    def parse_k(value, queries: int) -> int:
+        """``k`` as sent: an integer (JSON) or a string of ASCII digits (a form field); 3.7, true and "Infinity" are refused."""
+        if isinstance(value, str) and value.isascii() and value.strip().isdigit():
+            value = int(value)
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise BadRequest(f"k must be a whole number, got {value!r}")
+        if not 1 <= value <= max_k:
+            raise BadRequest(f"k must be between 1 and {max_k}, got {value}")
+        if queries * value > max_results:
+            raise BadRequest(f"{queries} queries x k={value} = {queries * value} results; the limit per request is {max_results}: "
+                             "send fewer queries or a smaller k")
+        return value
 
     def multipart(request: Request) -> bool:
         return request.headers.get("content-type", "").startswith("multipart/form-data")
@@ -164,17 +211,19 @@ def create_app(gallery: DurableGallery, embedder=None, api_key: str | None = Non
     @app.get("/health")
     def health():
         return {"status": "ok", "count": len(index), "dim": index.dim, "metric": index.metric, "index_type": index.index_type,
-                "fingerprint": index.fingerprint, "model_fingerprint": model_fp, "log_length": gallery.log_length()}
+                "fingerprint": index.fingerprint, "model_fingerprint": model_fp, "log_length": gallery.log_length(),
+                "fold_error": gallery.fold_error}
 
     @app.post("/search")
     async def search(request: Request):
         if multipart(request):
             images, form = await read_images(request)
-            k = parse_k(form.get("k", 10))
+            k = parse_k(form.get("k", 10), len(images))
             q = await embed(images)
         else:
             data = await read_json(request)
-            k, q = parse_k(data.get("k", 10)), as_matrix(data.get("embeddings"))
+            q = as_matrix(data.get("embeddings"))
+            k = parse_k(data.get("k", 10), len(q))
         results = await run_in_threadpool(index.search_records, q, k)
         for hits in results:  # JSON has no NaN
             for hit in hits:
@@ -201,10 +250,11 @@ def create_app(gallery: DurableGallery, embedder=None, api_key: str | None = Non
         return {"ids": ids}
 
     def parse_id(item_id: str) -> int:
-        try:
-            return int(item_id)
-        except ValueError:
-            raise BadRequest(f"gallery id must be an integer, got {item_id!r}", 404) from None
+        """A gallery id in the path: ASCII digits within int64 (int() would also take other scripts' digits)."""
+        text = item_id[1:] if item_id.startswith("-") else item_id
+        if not (text.isascii() and text.isdigit()) or abs(int(item_id)) > 2**63 - 1:
+            raise BadRequest(f"gallery id must be a whole number, got {item_id!r}", 404)
+        return int(item_id)
 
     @app.get("/items/{item_id}")
     def get_item(item_id: str):

@@ -12,6 +12,15 @@ already applied, is skipped), so a crash at any point, also between writing a
 snapshot and trimming the log, loses nothing that was acknowledged and
 applies nothing by halves. Every ``fold_every`` writes the log is folded into
 a new snapshot.
+
+One process per data folder (an ``flock`` on ``.lock``: a second server on
+the same folder would lose the first one's writes). At start the snapshot is
+looked for where a crash during a fold could have left it (the fold's
+temporary or previous folder), and the index after replay must hold every live
+item SQLite holds, or the service refuses to start rather than serve a part of
+the gallery. A fold that fails (a full disk) keeps the log and the old
+snapshot: the write that triggered it is committed, applied and acknowledged,
+and the next write tries the fold again.
 """
 from __future__ import annotations
 
@@ -24,6 +33,7 @@ import numpy as np
 import pandas as pd
 
 from reid_htg.retrieval import GalleryIndex, GalleryIndexError
+from reid_htg.utils.locks import FolderInUse, FolderLock
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS items (gallery_id INTEGER PRIMARY KEY, metadata TEXT NOT NULL, deleted INTEGER NOT NULL DEFAULT 0);
@@ -51,7 +61,11 @@ class DurableGallery:
     """
 
     def __init__(self, data_dir: str, initial_index: str | None = None, fold_every: int = 1000):
-        os.makedirs(data_dir, exist_ok=True)
+        try:
+            self._folder = FolderLock(data_dir, "another service")
+        except FolderInUse as exc:
+            raise GalleryIndexError(f"{exc}: one service per data folder (a second one would lose the first one's writes); "
+                                    "stop it, or give this one another --data-dir") from None
         self.snapshot_dir = os.path.join(data_dir, "snapshot")
         self.fold_every = fold_every
         self.db = sqlite3.connect(os.path.join(data_dir, "gallery.sqlite"), check_same_thread=False, isolation_level=None)
@@ -59,8 +73,14 @@ class DurableGallery:
         self.db.execute("PRAGMA synchronous=FULL")  # a commit is on disk before it returns
         self.db.executescript(SCHEMA)
         self._write = threading.Lock()  # one writer at a time; searches go through the index's own lock
-        if os.path.isfile(os.path.join(self.snapshot_dir, "manifest.json")):
-            self.index = GalleryIndex.load(self.snapshot_dir)
+        self.fold_error: str | None = None
+        folded = self.db.execute("SELECT value FROM state WHERE key = 'folded'").fetchone() is not None
+        snapshot = self._find_snapshot()
+        if snapshot is not None:
+            self.index = GalleryIndex.load(snapshot)
+        elif folded:
+            raise GalleryIndexError(f"{self.snapshot_dir} is missing, and the log was trimmed when it was written: starting from "
+                                    "the initial index would serve a part of the gallery; restore the snapshot folder from a backup")
         elif initial_index:
             self.index = GalleryIndex.load(initial_index)
         else:
@@ -68,9 +88,35 @@ class DurableGallery:
         if not self.db.execute("SELECT COUNT(*) FROM items").fetchone()[0]:
             self._import_metadata()
         self.replayed = self._replay()
+        live = self.db.execute("SELECT COUNT(*) FROM items WHERE deleted = 0").fetchone()[0]
+        if live != len(self.index):
+            raise GalleryIndexError(f"{data_dir}: SQLite holds {live} live items but the index after replay holds {len(self.index)}; "
+                                    "the snapshot is not this gallery's (or was replaced): restore it, refusing to serve a part")
         self.columns = self.index.columns()[1:]
 
+    def close(self) -> None:
+        """Close the database and release the data folder."""
+        self.db.close()
+        self._folder.release()
+
     # ------------------------------------------------------------------ start-up
+    def _find_snapshot(self) -> str | None:
+        """The snapshot folder, or what a crash between a fold's two renames left: its complete temporary or its previous folder."""
+        if os.path.isfile(os.path.join(self.snapshot_dir, "manifest.json")):
+            return self.snapshot_dir
+        parent, name = os.path.split(self.snapshot_dir)
+        for pattern in (".tmp-", ".old-"):  # the temporary one is newer; replay makes either complete
+            for cand in sorted(os.listdir(parent)):
+                path = os.path.join(parent, cand)
+                if cand.startswith(name + pattern) and os.path.isfile(os.path.join(path, "manifest.json")):
+                    try:
+                        GalleryIndex.load(path, mmap=True)
+                    except GalleryIndexError:
+                        continue
+                    os.replace(path, self.snapshot_dir)
+                    return self.snapshot_dir
+        return None
+
     def _import_metadata(self) -> None:
         meta, alive = self.index.meta, self.index.alive
         rows = [(int(g), json.dumps({c: _plain(v) for c, v in r.items() if c != "gallery_id"}), int(not a))
@@ -138,8 +184,15 @@ class DurableGallery:
             self._maybe_fold()
 
     def _maybe_fold(self) -> None:
+        """Fold when the log is long; a fold that fails is reported (``fold_error``, the health answer) and retried on a later
+        write, never turned into a failure of the write that was just committed."""
         if self.fold_every and self.log_length() >= self.fold_every:
-            self._fold()
+            try:
+                self._fold()
+                self.fold_error = None
+            except (OSError, RuntimeError, sqlite3.Error, GalleryIndexError) as exc:  # FAISS reports a full disk as RuntimeError
+                self.fold_error = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+                print(f"warning: folding the log into a snapshot failed ({self.fold_error}); the log keeps every write", flush=True)
 
     def fold(self) -> None:
         """Write a new snapshot and trim the log it contains."""
@@ -154,3 +207,4 @@ class DurableGallery:
         with self.db:
             self.db.execute("BEGIN IMMEDIATE")
             self.db.execute("DELETE FROM log WHERE seq <= ?", (last,))
+            self.db.execute("INSERT OR REPLACE INTO state VALUES ('folded', ?)", (str(last),))

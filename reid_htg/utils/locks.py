@@ -1,7 +1,42 @@
-"""Locks shared by the retrieval index and the service."""
+"""Locks: a folder one process owns (trainers, the service), and a readers-writer lock (the retrieval index)."""
 from __future__ import annotations
 
+import fcntl
+import os
 import threading
+
+
+class FolderInUse(ValueError):
+    """A folder that another process holds."""
+
+
+class FolderLock:
+    """An exclusive ``flock`` on ``FOLDER/.lock``, held until :meth:`release` (the kernel drops it with the process,
+    so a killed holder never leaves the folder locked). The holder's pid is written in the file for the message.
+
+    Raises:
+        FolderInUse: another process holds the folder (``what`` names the kind of holder in the message).
+    """
+
+    def __init__(self, folder: str, what: str = "another process"):
+        os.makedirs(folder, exist_ok=True)
+        self.folder = folder
+        fd = os.open(os.path.join(folder, ".lock"), os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
+            os.close(fd)
+            raise FolderInUse(f"{folder} is in use by {what} (process {holder})") from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, str(os.getpid()).encode(), 0)
+        self._fd: int | None = fd
+
+    def release(self) -> None:
+        if self._fd is not None:
+            fcntl.flock(self._fd, fcntl.LOCK_UN)
+            os.close(self._fd)
+            self._fd = None
 
 
 class RWLock:
