@@ -4,6 +4,7 @@
     python benchmarks/paired.py --dataset small --arms basic htg_v1_batchhard_reversed --seeds 0 1 2 3 4 5 6 7 --val
     python benchmarks/paired.py --dataset cuhk03 --arms keypoint both_fh2 both_fh2_static --reference keypoint --seeds 0 1 2
     python benchmarks/paired.py --dataset cuhk03_ft --arms keypoint both_fh2_static both_fh2 --seeds 0 1 2 3 4
+    python benchmarks/paired.py --dataset cuhk03_ft --arms keypoint lsro --gan dcgan=runs/gan_dcgan_64x32 --seeds 0 1 2 3 4
     python benchmarks/paired.py --dataset small --arms basic htg_gl01_lr --seeds 0 1 --summary-only
     python benchmarks/paired.py --dataset small --arm mine="htg.enabled=true htg.lr=1e-3" --arms basic mine
     python benchmarks/paired.py --list                         # every arm and recipe, one line each
@@ -61,6 +62,8 @@ def main() -> None:
     ap.add_argument("--val-ids", type=int, default=100, help="training identities held out with --val")
     ap.add_argument("--runs-dir", default=os.path.join("runs", "paired"))
     ap.add_argument("--summary-only", action="store_true", help="only summarise the runs already finished")
+    ap.add_argument("--gan", action="append", default=[], metavar="MODEL=DIR",
+                    help="a GAN run of tools/train_gan.py for the arms that need one, e.g. dcgan=runs/gan_dcgan (lsro), cyclegan=... (camstyle)")
     ap.add_argument("--list", action="store_true", help="list the arms and recipes and exit")
     ap.add_argument("overrides", nargs="*", help="key=value overrides for every run")
     args = ap.parse_intermixed_args()
@@ -78,6 +81,11 @@ def main() -> None:
             raise SystemExit(f'error: --arm {spec!r} is not NAME="key=value key=value"')
         arms[name] = runner.Arm(name, "defined on the command line", tuple(shlex.split(ov)))
     picked = runner.pick_arms(args.arms, arms)
+    gan_dirs = dict(g.split("=", 1) for g in args.gan if "=" in g)
+    missing = sorted({a.gan for a in picked if a.gan} - set(gan_dirs))
+    if missing and not args.summary_only:
+        raise SystemExit(f"error: arm(s) {[a.name for a in picked if a.gan in missing]} need a GAN run: pass --gan {missing[0]}=DIR "
+                         "(train one with tools/train_gan.py, or use benchmarks/augmenters.py, which trains them)")
     args.reference = args.reference or args.arms[0]
     if args.data_root and len(args.dataset) > 1:
         raise SystemExit("error: --data-root applies to one --dataset at a time")
@@ -93,7 +101,7 @@ def main() -> None:
                     out = runner.run_dir(base, arm.name, seed)
                     if not os.path.isfile(runner.result_file(out, args.val)):
                         runner.run(runner.train_command(os.path.join(runner.ROOT, "configs", config), root, out, seed, arm, args.overrides,
-                                                        args.val_ids if args.val else 0))
+                                                        args.val_ids if args.val else 0, gan_dirs))
         split = f"validation split ({args.val_ids} held-out training identities)" if args.val else "test split"
         print("\n" + runner.summarise(base, args.arms, args.seeds, args.reference, f"{about}; {split}", val=args.val), flush=True)
 

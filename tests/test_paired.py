@@ -127,3 +127,22 @@ def test_every_arm_is_a_valid_config_and_later_overrides_win(paired):
     assert load_config(overrides=ARMS["both_fh2_static"].overrides).htg.g_steps == 0
     assert load_config(overrides=ARMS["htg_v1_batchhard_reversed"].overrides).htg.f_hard == 0.5
     assert load_config(overrides=ARMS["basic"].overrides).model.keypoint_blocks == ()
+
+
+def test_regime_point_pairs_learned_with_static_and_reads_the_start(tmp_path):
+    import htg_regimes
+
+    base = tmp_path / "cub50_long"
+    for s, (learned, static) in enumerate([(0.30, 0.28), (0.25, 0.25), (0.31, 0.28)]):
+        for arm, r1, act in (("both_fh2", learned, 0.9), ("both_fh2_static", static, 0.9)):
+            out = base / f"{arm}_s{s}"
+            out.mkdir(parents=True)
+            (out / "eval.json").write_text(json.dumps({"recall@1": r1, "map@r": 0.05}))
+            (out / "metrics.csv").write_text("epoch,tri_active_all,htg_on\n1,0.99,0\n2," + f"{act + s / 100}" + ",0\n3,0.5,1\n")
+    p = htg_regimes.regime_point(str(base), "both_fh2", "both_fh2_static", [0, 1, 2, 3])
+    assert p["metric"] == "recall@1" and p["pairs"] == 3 and p["per_seed"] == pytest.approx([2.0, 0.0, 3.0])
+    m, lo, hi = runner.paired_ci([2.0, 0.0, 3.0])
+    assert (p["mean"], p["low"], p["high"]) == pytest.approx((m, lo, hi))
+    assert p["active_at_start"] == pytest.approx(0.91)  # the last epoch before HTG, mean over seeds
+    (base / "both_fh2_s0" / "metrics.csv").write_text("epoch,tri_active_all,htg_on\n1,0.99,1\n")
+    assert htg_regimes.active_at_start(str(base / "both_fh2_s0")) is None  # HTG from the first epoch: no epoch before it
