@@ -57,6 +57,9 @@ def load_checkpoint(path: str, map_location="cpu") -> dict:
     Loading is ``weights_only``: tensors and plain Python types only, so a
     file whose pickle would run code is refused instead of executed.
     """
+    if os.path.isdir(path):
+        hint = f"; did you mean {os.path.join(path, 'last.pt')}?" if os.path.isfile(os.path.join(path, "last.pt")) else ""
+        raise CheckpointError(f"checkpoint {path!r} is a folder, not a checkpoint file{hint}")
     if not os.path.isfile(path):
         raise FileNotFoundError(f"checkpoint {path!r} not found")
     try:

@@ -268,10 +268,15 @@ def check_train_config(cfg: TrainConfig) -> TrainConfig:
         need(value in valid, f"{key}={value!r} is not one of {list(valid)}")
 
     d, m, o, h, a = cfg.data, cfg.model, cfg.optim, cfg.htg, cfg.augmenters
-    need(cfg.epochs >= 1, f"epochs={cfg.epochs} must be >= 1")
+    need(1 <= cfg.epochs <= 100_000, f"epochs={cfg.epochs} must be from 1 to 100000")
+    need(0 <= cfg.seed < 2**63, f"seed={cfg.seed} must be from 0 to 2**63 - 1")
+    need(cfg.name not in ("", ".", "..") and "/" not in cfg.name and "\\" not in cfg.name,
+         f"name={cfg.name!r} must be a plain folder name (it becomes runs/<name>); use --output-dir for another place")
+    need(d.p <= 100_000 and d.k <= 10_000, f"data.p={d.p} and data.k={d.k} are out of range")
     need(d.p >= 2, f"data.p={d.p} must be >= 2 (identities per batch)")
     need(d.k >= (2 if cfg.loss.triplet or h.enabled else 1), f"data.k={d.k} must be >= 2: the triplet loss needs two images of an identity")
-    need(d.height >= 16 and d.width >= 16, f"data.height x data.width = {d.height} x {d.width}: the backbone needs at least 16 x 16")
+    need(16 <= d.height <= 4096 and 16 <= d.width <= 4096,
+         f"data.height x data.width = {d.height} x {d.width}: each must be from 16 (what the backbone needs) to 4096")
     need(0.0 <= d.erasing <= 1.0, f"data.erasing={d.erasing} is a probability, within [0, 1]")
     need(d.pad >= 0 and d.val_ids >= 0, "data.pad and data.val_ids must be >= 0")
     try:

@@ -159,3 +159,61 @@ def test_queries_from_class_folders_are_named_by_their_path(tmp_path):
                   "--csv", tmp_path / "t.csv")
     names = pd.read_csv(tmp_path / "t.csv")["query"]
     assert sorted(names) == ["a/0.png", "a/1.png", "b/0.png", "b/1.png"]
+
+
+@pytest.mark.parametrize("override,word", [
+    ("seed=100000000000000000000000", "seed="),
+    ("data.height=100000000000000000000000", "data.height"),
+    ("epochs=10000000", "epochs="),
+    ("name=../../elsewhere", "plain folder name"),
+])
+def test_config_numbers_and_names_are_checked_where_they_enter(override, word):
+    with pytest.raises(ConfigError, match=word):
+        load_config(TrainConfig, None, [override])
+
+
+def test_paths_of_the_wrong_kind_are_named(tmp_path):
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "last.pt").write_bytes(b"")
+    res = run_tool_here("eval.py", "--checkpoint", tmp_path / "run", check=False)
+    assert res.returncode == 2 and "did you mean" in res.stderr and "last.pt" in res.stderr
+    from reid_htg.data.decode import read_rgb
+
+    (tmp_path / "x.png").mkdir()
+    with pytest.raises(OSError, match="is a folder"):
+        read_rgb(str(tmp_path / "x.png"), (32, 16))
+
+
+def test_a_decompression_bomb_is_refused_from_its_header(tmp_path):
+    from PIL import Image
+
+    from reid_htg.data.decode import MAX_PIXELS, read_rgb
+
+    Image.new("1", (9000, 9000)).save(tmp_path / "bomb.png")  # a few KB on disk, 81 megapixels unpacked
+    assert os.path.getsize(tmp_path / "bomb.png") < 200_000 and 9000 * 9000 > MAX_PIXELS
+    with pytest.raises(OSError, match="over the limit"):
+        read_rgb((tmp_path / "bomb.png").read_bytes(), (32, 16))
+
+
+def test_embeddings_files_with_columns_of_the_wrong_shape_are_refused(tmp_path):
+    from reid_htg.retrieval.files import EmbeddingsFileError, load_embeddings
+
+    np.savez(tmp_path / "a.npz", embeddings=np.zeros((3, 4), np.float32), path=np.array("one"))
+    with pytest.raises(EmbeddingsFileError, match="one value per embedding"):
+        load_embeddings(str(tmp_path / "a.npz"))
+    np.savez(tmp_path / "b.npz", embeddings=np.zeros((3, 4), np.float32), pid=np.zeros((3, 2)))
+    with pytest.raises(EmbeddingsFileError, match="one value per embedding"):
+        load_embeddings(str(tmp_path / "b.npz"))
+
+
+def test_service_metadata_must_round_trip(tmp_path):
+    from reid_htg.serve.store import DurableGallery
+
+    x = np.random.default_rng(0).standard_normal((4, 8)).astype(np.float32)
+    GalleryIndex.build(x, pd.DataFrame({"note": ["a", "b", "c", "d"]})).save(str(tmp_path / "idx"))
+    g = DurableGallery(str(tmp_path / "svc"), str(tmp_path / "idx"))
+    for bad in (float("nan"), [1, 2], {"a": 1}, 2**70):
+        with pytest.raises(ValueError, match="a field must be"):
+            g.add(x[:1], [{"note": bad}])
+    assert len(g.index) == 4 and g.log_length() == 0  # nothing written
+    g.close()

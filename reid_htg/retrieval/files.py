@@ -27,7 +27,11 @@ def load_embeddings(path: str) -> tuple[np.ndarray, pd.DataFrame, str | None]:
         raise EmbeddingsFileError(f"{path} has no 'embeddings' array; make it with tools/embed.py")
     emb = data["embeddings"]
     cols = {k: data[k] for k in data.files if k not in ("embeddings", "fingerprint")}
+    if emb.ndim != 2:
+        raise EmbeddingsFileError(f"{path}: 'embeddings' must be N x D, got shape {emb.shape}")
     for k, v in cols.items():
+        if v.ndim != 1:
+            raise EmbeddingsFileError(f"{path}: column {k!r} must be one value per embedding (1-d), got shape {v.shape}")
         if len(v) != len(emb):
             raise EmbeddingsFileError(f"{path}: column {k!r} has {len(v)} entries for {len(emb)} embeddings")
     fp = str(data["fingerprint"]) if "fingerprint" in data.files else None

@@ -154,6 +154,8 @@ def create_app(gallery: DurableGallery, embedder=None, api_key: str | None = Non
             data = _loads(body)
         except (json.JSONDecodeError, UnicodeDecodeError) as exc:
             raise BadRequest(f"malformed JSON: {exc}", 400) from None
+        except RecursionError:
+            raise BadRequest("malformed JSON: nested too deeply", 400) from None
         if not isinstance(data, dict):
             raise BadRequest("the body must be a JSON object", 400)
         return data
@@ -163,6 +165,8 @@ def create_app(gallery: DurableGallery, embedder=None, api_key: str | None = Non
             raise BadRequest("embeddings must be a non-empty list of lists of numbers")
         if len(rows) > max_batch:
             raise BadRequest(f"{len(rows)} embeddings in one request; the limit is {max_batch}")
+        if any(type(v) is bool for r in rows for v in r):  # numpy would take true/false as 1.0/0.0
+            raise BadRequest("embeddings must be lists of numbers; true/false are not numbers")
         try:
             x = np.array(rows, dtype=np.float32)
         except (ValueError, TypeError):

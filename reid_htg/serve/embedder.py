@@ -56,6 +56,8 @@ class Embedder:
     def from_onnx(cls, path: str) -> "Embedder":
         import onnxruntime as ort
 
+        if os.path.isdir(path):
+            raise ValueError(f"ONNX model {path!r} is a folder, not an .onnx file")
         if not os.path.isfile(path):
             raise FileNotFoundError(f"ONNX model {path!r} not found")
         try:

@@ -25,6 +25,7 @@ and the next write tries the fold again.
 from __future__ import annotations
 
 import json
+import math
 import os
 import sqlite3
 import threading
@@ -158,6 +159,12 @@ class DurableGallery:
             if not isinstance(m, dict) or set(m) != set(self.columns):
                 got = sorted(m) if isinstance(m, dict) else type(m).__name__
                 raise ValueError(f"metadata[{i}] must have exactly the gallery's fields {self.columns}; got {got}")
+            for key, v in m.items():  # accept only what JSON, SQLite and the index all give back as it came
+                ok = v is None or isinstance(v, (str, bool)) or (isinstance(v, int) and -(2**63) <= v < 2**63) or (
+                    isinstance(v, float) and math.isfinite(v))
+                if not ok:
+                    raise ValueError(f"metadata[{i}][{key!r}] = {str(v)[:40]!r}: a field must be text, a whole number within 64 bits, "
+                                     "a finite number, true/false or null")
         with self._write:
             top = self.db.execute("SELECT MAX(gallery_id) FROM items").fetchone()[0]
             start = max(-1 if top is None else int(top), self.index.max_gallery_id()) + 1
