@@ -122,6 +122,13 @@ class AugmentersConfig:
 
 
 @dataclass(frozen=True)
+class LogConfig:
+    """Where a run's per-epoch metrics go besides metrics.csv and curves.png (always written)."""
+
+    tensorboard: bool = False  # also write every metrics.csv column per epoch as TensorBoard scalars under RUN/tensorboard (the tensorboard extra)
+
+
+@dataclass(frozen=True)
 class TrainConfig:
     name: str = "synthetic_resnet18"
     seed: int = 0
@@ -138,6 +145,7 @@ class TrainConfig:
     optim: OptimConfig = field(default_factory=OptimConfig)
     htg: HTGConfig = field(default_factory=HTGConfig)
     augmenters: AugmentersConfig = field(default_factory=AugmentersConfig)
+    log: LogConfig = field(default_factory=LogConfig)
 
 
 @dataclass(frozen=True)
@@ -305,6 +313,10 @@ def check_train_config(cfg: TrainConfig) -> TrainConfig:
         one_of("htg.mining", h.mining, MINERS)
         one_of("htg.g_target", h.g_target, G_TARGETS)
         need(h.d_steps >= 1 and h.g_steps >= 0, "htg.d_steps must be >= 1 and htg.g_steps >= 0")
+    if cfg.log.tensorboard:
+        import importlib.util
+
+        need(importlib.util.find_spec("tensorboard") is not None, 'log.tensorboard=true needs TensorBoard: pip install -e ".[tensorboard]"')
     for key in ("lsro_ratio", "camstyle_ratio", "fgsm_ratio"):
         need(getattr(a, key) >= 0, f"augmenters.{key}={getattr(a, key)} must be >= 0")
     need(0.0 <= a.fgsm_eps <= 1.0 and 0.0 <= a.camstyle_smoothing < 1.0, "augmenters.fgsm_eps must be within [0, 1], camstyle_smoothing within [0, 1)")

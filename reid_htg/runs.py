@@ -153,3 +153,34 @@ class MetricsLog:
     def append(self, row: dict) -> None:
         with open(self.path, "a", newline="") as fh:
             csv.writer(fh).writerow(format_row(self.columns, row))
+
+
+class TensorBoardLog:
+    """The metrics log as TensorBoard scalars (one tag per numeric column, step = the row's first column) under ``folder``.
+
+    On resume, events past ``resume_after`` are discarded (``purge_step``), as :class:`MetricsLog` drops its rows.
+    Needs the ``tensorboard`` extra (a config asking for it without is refused when loaded, with the install line).
+    """
+
+    def __init__(self, folder: str, resume_after: int = 0):
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+        except ImportError:
+            raise RunFolderError('log.tensorboard=true needs TensorBoard: pip install -e ".[tensorboard]"') from None
+        self.writer = SummaryWriter(folder, purge_step=resume_after + 1 if resume_after else None)
+
+    def append(self, row: dict) -> None:
+        step = int(next(iter(row.values()))) if "epoch" not in row else int(row["epoch"])
+        for key, value in row.items():
+            if key != "epoch" and isinstance(value, (int, float)) and not isinstance(value, bool) and value == value:
+                self.writer.add_scalar(key, value, step)
+        self.writer.flush()
+
+    def close(self, curves_png: str | None = None) -> None:
+        """Close the event file, with the training-curves figure as an image when it exists."""
+        if curves_png and os.path.isfile(curves_png):
+            import numpy as np
+            from PIL import Image
+
+            self.writer.add_image("curves", np.asarray(Image.open(curves_png).convert("RGB")), dataformats="HWC")
+        self.writer.close()

@@ -66,3 +66,24 @@ def test_trainings_into_one_folder_and_overwrite_with_bad_data(tmp_path):
     finally:
         held.release()
     assert {f: (out / f).stat().st_mtime_ns for f in before} == before
+
+
+def test_tensorboard_log_holds_every_metrics_column(tmp_path):
+    pytest.importorskip("tensorboard")
+    import csv
+
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    out = tmp_path / "tb"
+    run_tool_here("train_reid.py", "--data-root", tmp_path / "syn", "--output-dir", out, "epochs=2", *TINY, "log.tensorboard=true",
+                  "htg.enabled=true", "htg.warmup_epochs=1")
+    acc = EventAccumulator(str(out / "tensorboard"))
+    acc.Reload()
+    with open(out / "metrics.csv", newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    for col in ("loss", "softmax", "triplet", "tri_active_all", "rank1", "g_shift", "d_auc"):
+        events = acc.Scalars(col)
+        got = {e.step: e.value for e in events}
+        want = {int(r["epoch"]): float(r[col]) for r in rows if r[col] != ""}
+        assert want and got.keys() == want.keys() and all(got[k] == pytest.approx(want[k], rel=1e-4) for k in want), col
+    assert "curves" in acc.Tags()["images"]

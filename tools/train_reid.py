@@ -37,11 +37,11 @@ from reid_htg.builders import (
 )
 from reid_htg.checkpoint import init_from_checkpoint, load_checkpoint, restore_training, save_checkpoint, training_state
 from reid_htg.cli import run_tool
-from reid_htg.config import TrainConfig, load_config, save_config, to_dict
+from reid_htg.config import TrainConfig, from_dict, load_config, save_config, to_dict
 from reid_htg.data.dataset import iterate_batches
 from reid_htg.features import HEADLINE, PROTOCOL_NAMES, evaluate_split
 from reid_htg.htg import HTG
-from reid_htg.runs import MetricsLog, RunFolder, check_same_config, format_row
+from reid_htg.runs import MetricsLog, RunFolder, TensorBoardLog, check_same_config, format_row
 from reid_htg.training import EpochMeans
 from reid_htg.utils.plots import plot_training
 from reid_htg.utils.progress import progress as progress_bar
@@ -132,7 +132,7 @@ def train(args, cfg: TrainConfig, out_dir: str, run: RunFolder | None) -> int:
     if args.resume:
         path = ckpt_path if args.resume == "auto" else args.resume
         state = load_checkpoint(path, map_location=device)
-        check_same_config(state["config"], to_dict(cfg), path)
+        check_same_config(to_dict(from_dict(TrainConfig, state["config"])), to_dict(cfg), path)  # keys added since: their defaults
         resumed = restore_training(state, model, opt, sched, htg, aug_gen, rank)
         if main_proc:
             print(f"resumed from {path} after epoch {resumed['epoch']}")
@@ -145,7 +145,7 @@ def train(args, cfg: TrainConfig, out_dir: str, run: RunFolder | None) -> int:
     evaluated = data.val or data.test  # what evaluation during training reads: the validation split when there is one
     eval_columns = [("val_" if data.val else "") + k for k in HEADLINE[evaluated.protocol]] if evaluated else []
     columns = COLUMNS + eval_columns + (["htg_on", *HTG.LOG_KEYS] if htg else [])
-    log = None
+    log = board = None
     if main_proc:
         save_config(cfg, os.path.join(out_dir, "config.yaml"))
         print(f"{cfg.name}: {data.num_train} training images of {data.num_classes} identities ({cfg.data.dataset}), "
@@ -153,6 +153,7 @@ def train(args, cfg: TrainConfig, out_dir: str, run: RunFolder | None) -> int:
         if evaluated is None:
             print("note: this dataset has no evaluation split (query + gallery, or test) and data.val_ids=0: training only")
         log = MetricsLog(os.path.join(out_dir, "metrics.csv"), columns, start_epoch or None, resumed["metrics_row"])
+        board = TensorBoardLog(os.path.join(out_dir, "tensorboard"), start_epoch) if cfg.log.tensorboard else None
 
     result = val_result = None
     for epoch in range(start_epoch, cfg.epochs):
@@ -198,6 +199,8 @@ def train(args, cfg: TrainConfig, out_dir: str, run: RunFolder | None) -> int:
                 row.update(headline(result) if result else {})
         if main_proc:
             log.append(row)
+            if board is not None:
+                board.append(row)
             msg = " ".join(f"{k}={row[k]:.4g}" for k in ("loss", "softmax", "triplet", "tri_active", "train_acc", "img_per_s") if k in row)
             evals = "".join(f" {k}={row[k]:.4f}" for k in eval_columns if k in row)
             print(f"epoch {epoch + 1}/{cfg.epochs} {msg}{evals} ({elapsed:.1f}s)", flush=True)
@@ -210,6 +213,8 @@ def train(args, cfg: TrainConfig, out_dir: str, run: RunFolder | None) -> int:
             return 1
     if main_proc:
         finish(cfg, out_dir, log.path, model, data, device, result, val_result)
+        if board is not None:
+            board.close(os.path.join(out_dir, "curves.png"))
     return 0
 
 
