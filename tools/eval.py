@@ -9,6 +9,8 @@
     python tools/eval.py --query q.npz --gallery g.npz             # embeddings files of tools/embed.py (--split query / gallery)
     python tools/eval.py --checkpoint runs/a/last.pt --checkpoint runs/b/last.pt --plot cmc.png   # overlaid curves
     python tools/eval.py --checkpoint runs/x/last.pt --fgsm 0 0.01 0.03   # rank-1/mAP with FGSM-attacked queries
+    python tools/eval.py --checkpoint runs/x/last.pt --verify --plot roc.png   # TAR@FAR, EER, the ROC curve
+    python tools/eval.py --checkpoint runs/x/last.pt --dataset csv --data-root val.csv --verify --far 0.01 --save-threshold gallery_index
 
 The protocol follows the data (``--protocol`` forces one): a dataset with query
 and gallery splits is evaluated as re-ID, one with a test split as class-level
@@ -43,7 +45,7 @@ from reid_htg.metrics.rank import DEFAULT_AP
 from reid_htg.retrieval import INDEX_TYPES
 from reid_htg.retrieval.evaluate import evaluate_reranked, evaluate_with_index
 from reid_htg.retrieval.files import features_from_embeddings, load_features
-from reid_htg.utils.plots import plot_curves
+from reid_htg.utils.plots import plot_curves, plot_roc
 
 
 def parse_args(argv=None):
@@ -74,6 +76,13 @@ def parse_args(argv=None):
     m.add_argument("--k1", type=positive_int, default=20, help="re-ranking k1 (default 20)")
     m.add_argument("--k2", type=positive_int, default=6, help="re-ranking k2 (default 6)")
     m.add_argument("--lambda", dest="lambda_value", type=float, default=0.3, help="re-ranking weight of the original distance (default 0.3)")
+    v = ap.add_argument_group("open-set verification (is this anyone we know?)")
+    v.add_argument("--verify", action="store_true",
+                   help="also report TAR at FAR 1e-1, 1e-2, 1e-3 and the EER over the protocol's pairs (--plot then draws the ROC)")
+    v.add_argument("--far", type=float, default=1e-2, help="the FAR --save-threshold calibrates at (default 0.01)")
+    v.add_argument("--save-threshold", metavar="INDEX_DIR",
+                   help="write the distance threshold at --far to INDEX_DIR/threshold.json (calibrate on a validation split, "
+                        "never on the test split you report); search.py and the service then answer unknown for queries beyond it")
     r = ap.add_argument_group("robustness")
     r.add_argument("--fgsm", type=float, nargs="+", metavar="EPS",
                    help="attack every query with FGSM at each eps (pixel units in [0, 1], e.g. 0.01 0.03) and report rank-1/mAP; needs a checkpoint")
@@ -156,7 +165,7 @@ def main(argv=None) -> int:
     from reid_htg.features import features_for_checkpoint
 
     sources = args.features or args.checkpoint or ([args.test or args.query] if embedded else [latest_checkpoint(args.runs_dir)])
-    runs = []
+    runs, verifications = [], []
     for src in sources:
         if embedded:
             feats = features_from_embeddings(args.query, args.gallery, args.test)
@@ -180,17 +189,63 @@ def main(argv=None) -> int:
         print(f"{source}  ({args.metric} distance, {how})")
         print(result.format(picked) if feats["protocol"] == "reid" else result.format())
         print()
+        if args.verify:
+            ver = verify(feats, args)
+            print(f"verification ({args.metric} distance; a pair is accepted when its distance is at most the threshold)")
+            print(ver.format())
+            print()
+            verifications.append(ver)
         runs.append((run_label(src), result, feats))
     if len({r[2]["protocol"] for r in runs}) > 1:
         raise SystemExit("error: the runs were evaluated under different protocols (re-ID and class-level); compare like with like")
     if args.json:
         dicts = [dict(r.as_dict(), run=label) for label, r, _ in runs]
+        for d, ver in zip(dicts, verifications):
+            d["verification"] = ver.as_dict()
         with open(args.json, "w") as fh:
             json.dump(dicts[0] if len(dicts) == 1 else dicts, fh, indent=2)
     if args.plot:
-        plot_curves(runs, args.plot)
+        if args.verify:
+            plot_roc([(label, ver) for (label, _, _), ver in zip(runs, verifications)], args.plot)
+        else:
+            plot_curves(runs, args.plot)
         print(f"wrote {args.plot}")
+    if args.save_threshold:
+        save_threshold(verifications, sources, args)
     return 0
+
+
+def verify(feats: dict, args):
+    from reid_htg.metrics.verification import FARS, evaluate_verification
+
+    if not 0 < args.far < 1:
+        raise SystemExit(f"error: --far {args.far} must be within (0, 1)")
+    fars = tuple(sorted({*FARS, args.far}, reverse=True))
+    if feats["protocol"] == "class":
+        return evaluate_verification(feats["tf"], q_pids=feats["t_pids"], metric=args.metric, fars=fars)
+    return evaluate_verification(feats["qf"], feats["gf"], feats["q_pids"], feats["g_pids"], feats["q_camids"], feats["g_camids"],
+                                 metric=args.metric, fars=fars)
+
+
+def save_threshold(verifications, sources, args) -> None:
+    """The threshold at --far of the (one) evaluated run, written beside an index as threshold.json (atomically)."""
+    if not args.verify:
+        raise SystemExit("error: --save-threshold needs --verify")
+    if len(verifications) != 1:
+        raise SystemExit("error: --save-threshold calibrates one model: pass one --checkpoint or features file")
+    from reid_htg.retrieval import GalleryIndex
+
+    index = GalleryIndex.load(args.save_threshold, mmap=True)  # refuses a folder that is not an index
+    if index.metric != args.metric:
+        raise SystemExit(f"error: the index ranks by {index.metric} distance and this calibration used {args.metric}; pass --metric {index.metric}")
+    ver = verifications[0]
+    record = {"distance": ver.threshold_at[args.far], "far": args.far, "tar": ver.tar_at[args.far], "metric": args.metric,
+              "calibrated_on": str(sources[0]), "pairs": [ver.num_genuine, ver.num_impostor]}
+    path = os.path.join(args.save_threshold, "threshold.json")
+    with open(path + ".tmp", "w") as fh:
+        json.dump(record, fh, indent=2)
+    os.replace(path + ".tmp", path)
+    print(f"wrote {path}: distance threshold {record['distance']:.4f} at FAR {args.far:g} (TAR {100 * record['tar']:.1f}%)")
 
 
 if __name__ == "__main__":

@@ -18,6 +18,7 @@ import pandas as pd
 
 from reid_htg.cli import positive_int, run_tool
 from reid_htg.retrieval import GalleryIndex, GalleryIndexError
+from reid_htg.retrieval.files import check_threshold, read_threshold
 
 
 def draw(table: pd.DataFrame, queries: pd.DataFrame, out: str, max_queries: int = 8, thumb=(128, 64)) -> None:
@@ -72,6 +73,8 @@ def main(argv=None) -> int:
     src.add_argument("--images", help="a folder of query images (with --checkpoint)")
     ap.add_argument("--checkpoint")
     ap.add_argument("--k", type=positive_int, default=10)
+    ap.add_argument("--threshold", type=float, help="distance beyond which a query's best match is 'unknown' (default: the index's "
+                    "threshold.json from tools/eval.py --save-threshold, if any)")
     ap.add_argument("--csv", help="write the whole table here")
     ap.add_argument("--png", help="draw queries and their top-k here")
     ap.add_argument("--png-queries", type=int, default=8, help="queries in the picture (default 8)")
@@ -109,11 +112,18 @@ def main(argv=None) -> int:
     except GalleryIndexError as exc:
         raise SystemExit(f"error: {exc}") from None
     shown = table.copy()
+    threshold = args.threshold if args.threshold is not None else (read_threshold(args.index) or {}).get("distance")
+    if threshold is not None:  # open set: is the best match close enough to be someone in the gallery?
+        best = table.groupby("query")["distance"].transform("min")
+        shown.insert(4, "unknown", (best > check_threshold(threshold)).to_numpy())
     if names is not None:
         shown["query"] = names[shown["query"].to_numpy()]
     if args.csv:
         shown.to_csv(args.csv, index=False)
     with pd.option_context("display.max_rows", 60, "display.width", 160):
+        if threshold is not None:
+            unknown = shown.groupby("query")["unknown"].first()
+            print(f"threshold {threshold:.4f}: {int(unknown.sum())} of {len(unknown)} queries unknown (best match beyond it)")
         print(shown.head(60).to_string(index=False))
         if len(shown) > 60:
             print(f"... {len(shown) - 60} more rows" + (f" in {args.csv}" if args.csv else " (use --csv)"))

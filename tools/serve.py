@@ -33,6 +33,8 @@ def main(argv=None) -> int:
     ap.add_argument("--fold-every", type=int, default=1000, help="writes between index snapshots")
     ap.add_argument("--max-k", type=int, default=1000)
     ap.add_argument("--max-body-mb", type=float, default=32.0)
+    ap.add_argument("--threshold", type=float, help="distance beyond which a query's best match is unknown (default: the index's "
+                    "threshold.json of tools/eval.py --save-threshold, if any)")
     args = ap.parse_args(argv)
     try:
         import uvicorn
@@ -50,9 +52,14 @@ def main(argv=None) -> int:
     if embedder.dim != gallery.index.dim:
         raise SystemExit(f"error: the model makes {embedder.dim}-d features but the gallery holds {gallery.index.dim}-d ones; "
                          "serve the model that built the index")
-    app = create_app(gallery, embedder, api_key=args.api_key, max_k=args.max_k, max_body_bytes=int(args.max_body_mb * 2**20))
+    from reid_htg.retrieval.files import check_threshold, read_threshold
+
+    threshold = check_threshold(args.threshold) if args.threshold is not None else (read_threshold(args.index) or {}).get("distance")
+    app = create_app(gallery, embedder, api_key=args.api_key, max_k=args.max_k, max_body_bytes=int(args.max_body_mb * 2**20),
+                     threshold=threshold)
     print(f"serving {len(gallery.index)} items ({gallery.index.index_type}, {gallery.index.dim}-d) from {data_dir} "
-          f"({gallery.replayed} logged writes replayed) on http://{args.host}:{args.port}", flush=True)
+          f"({gallery.replayed} logged writes replayed) on http://{args.host}:{args.port}"
+          + (f"; unknown beyond distance {threshold:.4f}" if threshold is not None else ""), flush=True)
     uvicorn.run(app, host=args.host, port=args.port, log_level="warning", access_log=False)
     return 0
 

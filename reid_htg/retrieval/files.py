@@ -9,6 +9,8 @@ test file), or from one features ``.npz`` holding those arrays.
 """
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import pandas as pd
 
@@ -85,3 +87,28 @@ def features_from_embeddings(query: str | None = None, gallery: str | None = Non
         raise EmbeddingsFileError(f"{query} has dimension {qe.shape[1]}, {gallery} {ge.shape[1]}")
     return {"qf": qe, "gf": ge, "q_pids": qm["pid"].to_numpy(), "g_pids": gm["pid"].to_numpy(),
             "q_camids": qm["camid"].to_numpy(), "g_camids": gm["camid"].to_numpy(), "protocol": "reid"}
+
+
+def read_threshold(index_dir: str) -> dict | None:
+    """The verification threshold saved beside an index (``threshold.json`` of ``tools/eval.py --save-threshold``), or None."""
+    path = os.path.join(index_dir, "threshold.json")
+    if not os.path.isfile(path):
+        return None
+    import json
+
+    try:
+        with open(path) as fh:
+            record = json.load(fh)
+        distance = float(record["distance"])
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise EmbeddingsFileError(f"{path} cannot be read as a threshold ({exc}); write it again with tools/eval.py --save-threshold") from None
+    if not np.isfinite(distance):
+        raise EmbeddingsFileError(f"{path}: the threshold {distance} is not a finite distance")
+    return dict(record, distance=distance)
+
+
+def check_threshold(value) -> float:
+    """A distance threshold given by a user: a finite number (not a boolean)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not np.isfinite(value):
+        raise EmbeddingsFileError(f"threshold must be a finite number, got {value!r}")
+    return float(value)

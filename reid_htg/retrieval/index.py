@@ -49,7 +49,7 @@ INDEX_TYPES = ("flat", "hnsw", "ivf", "ivfpq")
 FORMAT_VERSION = 1
 INDEX_PARAMS = ("hnsw_m", "ef_search", "ef_construction", "nlist", "nprobe", "pq_m", "pq_nbits", "rerank")
 _FILES = ("index.faiss", "vectors.npy", "alive.npy", "metadata.csv")
-RESERVED_COLUMNS = ("query", "rank", "distance")  # the columns a search result adds before the metadata
+RESERVED_COLUMNS = ("query", "rank", "distance", "unknown")  # the columns a search result adds before the metadata
 PARAM_RANGES = {  # index parameter -> (smallest, largest) accepted: FAISS trusts its caller (hnsw_m=0 aborts, -1 hangs)
     "hnsw_m": (2, 256), "ef_search": (1, 1 << 20), "ef_construction": (1, 1 << 20), "nlist": (1, 1 << 24), "nprobe": (1, 1 << 24),
     "pq_m": (1, 4096), "pq_nbits": (1, 16), "rerank": (1, 1 << 16),

@@ -8,7 +8,9 @@ Endpoints (JSON in and out; errors are ``{"error": "..."}`` with a 4xx status na
 - ``GET /health``: ``status``, ``count``, ``dim``, ``metric``, ``index_type``, ``fingerprint`` (the index's
   model), ``model_fingerprint`` (the server's), ``log_length``;
 - ``POST /search``: ``{"embeddings": [[...], ...], "k": 10}``, or multipart image files (``files``) and ``k``
-  -> ``{"results": [[{"gallery_id", "distance", <metadata>}, ...], ...]}``, one ranked list per query;
+  -> ``{"results": [[{"gallery_id", "distance", <metadata>}, ...], ...]}``, one ranked list per query; with a
+  threshold (the server's, from ``threshold.json`` beside the index or ``--threshold``, or the request's own
+  ``"threshold"``) also ``"threshold"`` and ``"unknown": [bool per query]`` (best match beyond the threshold);
 - ``POST /items``: ``{"embeddings": [[...]], "metadata": [{...}]}``, or multipart ``files`` and ``metadata``
   (a JSON list) -> ``{"ids": [...]}``, once the write is committed;
 - ``GET /items/{id}`` -> its metadata (404 once deleted); ``DELETE /items/{id}`` -> ``{"deleted": id}``.
@@ -104,8 +106,9 @@ def _error(status: int, message: str) -> JSONResponse:
 
 
 def create_app(gallery: DurableGallery, embedder=None, api_key: str | None = None, max_k: int = 1000,
-               max_body_bytes: int = 32 << 20, max_batch: int = 1024, max_results: int = 100_000) -> FastAPI:
-    """The FastAPI app over ``gallery``; ``embedder`` (``reid_htg.serve.embedder.Embedder``) enables image requests."""
+               max_body_bytes: int = 32 << 20, max_batch: int = 1024, max_results: int = 100_000, threshold: float | None = None) -> FastAPI:
+    """The FastAPI app over ``gallery``; ``embedder`` (``reid_htg.serve.embedder.Embedder``) enables image requests; with a
+    ``threshold`` (a distance), every search also answers per query whether its best match is beyond it (``unknown``)."""
     app = FastAPI(title="reid-htg retrieval service")
     index = gallery.index
     model_fp = embedder.fingerprint if embedder is not None else None
@@ -216,25 +219,42 @@ def create_app(gallery: DurableGallery, embedder=None, api_key: str | None = Non
     def health():
         return {"status": "ok", "count": len(index), "dim": index.dim, "metric": index.metric, "index_type": index.index_type,
                 "fingerprint": index.fingerprint, "model_fingerprint": model_fp, "log_length": gallery.log_length(),
-                "fold_error": gallery.fold_error}
+                "fold_error": gallery.fold_error, "threshold": threshold}
+
+    def parse_threshold(value) -> float | None:
+        """A request's own ``threshold`` (a number; a form field's text), else the server's."""
+        if value is None:
+            return threshold
+        if isinstance(value, str):
+            try:
+                value = float(value)
+            except ValueError:
+                raise BadRequest(f"threshold must be a number, got {value!r}") from None
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+            raise BadRequest(f"threshold must be a finite number, got {value!r}")
+        return float(value)
 
     @app.post("/search")
     async def search(request: Request):
         if multipart(request):
             images, form = await read_images(request)
-            k = parse_k(form.get("k", 10), len(images))
+            k, limit = parse_k(form.get("k", 10), len(images)), parse_threshold(form.get("threshold"))
             q = await embed(images)
         else:
             data = await read_json(request)
             q = as_matrix(data.get("embeddings"))
-            k = parse_k(data.get("k", 10), len(q))
+            k, limit = parse_k(data.get("k", 10), len(q)), parse_threshold(data.get("threshold"))
         results = await run_in_threadpool(index.search_records, q, k)
         for hits in results:  # JSON has no NaN
             for hit in hits:
                 for key, v in hit.items():
                     if isinstance(v, float) and math.isnan(v):
                         hit[key] = None
-        return JSONResponse({"results": results})  # plain types already: no jsonable_encoder walk
+        body = {"results": results}
+        if limit is not None:  # open set: a query whose best match is beyond the threshold is nobody in the gallery
+            body["threshold"] = limit
+            body["unknown"] = [not hits or hits[0]["distance"] > limit for hits in results]
+        return JSONResponse(body)  # plain types already: no jsonable_encoder walk
 
     @app.post("/items")
     async def add_items(request: Request):

@@ -118,3 +118,29 @@ def plot_curves(runs: list[tuple[str, object, dict]], path: str) -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
+
+
+def plot_roc(runs: list[tuple[str, object]], path: str) -> None:
+    """Verification ROC curves (TAR against FAR, FAR on a log axis), one line per run with its EER and TAR@FAR=1e-2.
+
+    Args:
+        runs: ``(label, VerificationResult)`` pairs.
+        path: the PNG to write.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for label, ver in runs:
+        far = np.maximum(ver.far, 1.0 / max(ver.num_impostor, 1) / 10)  # FAR 0 drawn at the left edge of the log axis
+        extra = f", TAR@1e-2 {100 * ver.tar_at[1e-2]:.1f}" if 1e-2 in ver.tar_at else ""
+        ax.plot(far, 100 * ver.tar, label=f"{label} (EER {100 * ver.eer:.1f}{extra})")
+    ax.set_xscale("log")
+    ax.set(xlabel="false accept rate (impostor pairs accepted)", ylabel="true accept rate (%)", title="Verification ROC", ylim=(0, 100))
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
