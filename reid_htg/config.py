@@ -8,6 +8,7 @@ valid ones: a typo never trains silently with a default.
 from __future__ import annotations
 
 import dataclasses
+import os
 import types
 import typing
 from dataclasses import dataclass, field
@@ -345,6 +346,25 @@ def _no_duplicates(loader, node, deep=False):
 _StrictLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _no_duplicates)
 
 
+def recipe_path(name: str) -> str:
+    """``name`` as given when it is a file; else a recipe shipped with the package (``cuhk03_cpu`` or ``cuhk03_cpu.yaml``:
+    the repository's ``configs/``, installed as ``reid_htg.recipes``).
+
+    Raises:
+        FileNotFoundError: neither, naming the shipped recipes.
+    """
+    if os.path.exists(name) or os.sep in name:
+        return name
+    from importlib import resources
+
+    shipped = resources.files("reid_htg.recipes")
+    candidate = shipped / (name if name.endswith(".yaml") else f"{name}.yaml")
+    if candidate.is_file():
+        return str(candidate)
+    names = sorted(p.name[:-5] for p in shipped.iterdir() if p.name.endswith(".yaml"))
+    raise FileNotFoundError(f"config {name!r} is neither a file nor a shipped recipe; shipped recipes: {', '.join(names)}")
+
+
 def read_yaml(path: str) -> dict:
     """A config file as a dict; one line naming the file for a syntax error, a duplicate key, or a file that is not YAML text."""
     try:
@@ -365,7 +385,7 @@ def read_yaml(path: str) -> dict:
 
 def load_config(cls=TrainConfig, path: str | None = None, overrides=()):
     """Load ``cls``: its defaults, then a YAML file over them, then ``key=value`` overrides (a re-ID config is then validated)."""
-    data = read_yaml(path) if path else {}
+    data = read_yaml(recipe_path(path)) if path else {}
     data = apply_overrides(_merge(to_dict(cls()), data), overrides)
     cfg = from_dict(cls, data)
     return check_train_config(cfg) if cls is TrainConfig else cfg

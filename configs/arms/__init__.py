@@ -1,0 +1,1 @@
+"""The experiment arms of benchmarks/paired.py (installed as reid_htg.recipes.arms)."""

@@ -1,0 +1,1 @@
+"""The command-line tools (``tools/*.py`` and the ``reid-*`` console scripts run these modules' ``main``)."""
