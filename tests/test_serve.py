@@ -9,6 +9,7 @@ import time
 
 import numpy as np
 import pytest
+from conftest import run_tool_here
 import torch
 
 pytest.importorskip("onnxruntime")
@@ -63,6 +64,25 @@ def test_onnx_export_parity_and_embedder(tmp_path, blocks):
     assert fa.shape == fb.shape == (9, a.dim)
     cos = (fa * fb).sum(1) / np.linalg.norm(fa, axis=1) / np.linalg.norm(fb, axis=1)
     assert np.abs(fa - fb).max() <= 1e-4 and cos.min() >= 0.99999
+
+
+@pytest.mark.parametrize("blocks", [(), (3, 4)], ids=["basic", "keypoint"])
+def test_openvino_export_parity_and_embedder(tmp_path, blocks):
+    pytest.importorskip("openvino")
+    from reid_htg.serve.embedder import Embedder
+
+    ckpt = _checkpoint(tmp_path / "last.pt", blocks)
+    res = run_tool_here("export.py", "--checkpoint", ckpt, "--format", "openvino", "--out", tmp_path / "m.xml")
+    assert "openvino vs PyTorch" in res.stdout and "PASS" in res.stdout
+    assert sorted(os.listdir(tmp_path)) == ["last.pt", "m.bin", "m.xml"]  # no temporary file left
+    paths = _images(tmp_path / "imgs", n=9)
+    a, b = Embedder.load(ckpt), Embedder.load(str(tmp_path / "m.xml"))
+    assert b.kind == "openvino" and a.fingerprint == b.fingerprint and a.size == b.size == (64, 32) and a.dim == b.dim
+    fa, fb = a.embed_paths(paths), b.embed_paths(paths)
+    cos = (fa * fb).sum(1) / np.linalg.norm(fa, axis=1) / np.linalg.norm(fb, axis=1)
+    assert np.abs(fa - fb).max() <= 1e-4 and cos.min() >= 0.99999
+    bad = run_tool_here("export.py", "--checkpoint", ckpt, "--format", "openvino", "--out", tmp_path / "m.onnx", check=False)
+    assert bad.returncode == 2 and "must end in .xml" in bad.stderr
 
 
 def test_embed_tool_runs_on_onnx_without_model_code(tmp_path):

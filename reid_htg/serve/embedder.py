@@ -1,7 +1,7 @@
-"""Images -> retrieval features, from a re-ID checkpoint (PyTorch) or an exported ONNX file (onnxruntime, no model code).
+"""Images -> retrieval features, from a re-ID checkpoint (PyTorch), its ONNX export (onnxruntime) or its OpenVINO IR.
 
     from reid_htg.serve.embedder import Embedder
-    emb = Embedder.load("model.onnx")            # or runs/NAME/last.pt
+    emb = Embedder.load("model.onnx")            # or model.xml (OpenVINO), runs/NAME/last.pt
     feats = emb.embed_paths(["a.jpg", "b.jpg"])  # (2, D) float32
 
 Both kinds resize to the training size, scale pixels to [0, 1] and return the
@@ -28,8 +28,40 @@ class Embedder:
 
     @classmethod
     def load(cls, path: str, device=None) -> "Embedder":
-        """An ONNX file (``.onnx``) or a checkpoint of tools/train_reid.py."""
-        return cls.from_onnx(path) if path.endswith(".onnx") else cls.from_checkpoint(path, device)
+        """An ONNX file (``.onnx``), an OpenVINO IR (``.xml``) or a checkpoint of tools/train_reid.py."""
+        if path.endswith(".onnx"):
+            return cls.from_onnx(path)
+        if path.endswith(".xml"):
+            return cls.from_openvino(path)
+        return cls.from_checkpoint(path, device)
+
+    @classmethod
+    def from_openvino(cls, path: str, threads: int | None = None) -> "Embedder":
+        """An OpenVINO IR of ``tools/export.py --format openvino`` on the CPU (no PyTorch model code)."""
+        try:
+            import openvino as ov
+        except ImportError:
+            raise ValueError('an OpenVINO model needs the openvino extra: pip install -e ".[openvino]"') from None
+        if not os.path.isfile(path):
+            raise FileNotFoundError(f"OpenVINO model {path!r} not found")
+        core = ov.Core()
+        ir = core.read_model(path)
+        meta = {}
+        for k in ("height", "width", "dim", "fingerprint"):
+            try:
+                meta[k] = ir.get_rt_info(["reid_htg", k]).astype(str)
+            except RuntimeError:
+                raise ValueError(f"{path} lacks reid_htg metadata {k!r}; export it with tools/export.py --format openvino") from None
+        config = {"INFERENCE_PRECISION_HINT": "f32"}  # CPUs with bf16 units would otherwise run in bf16: parity with PyTorch is 1e-4
+        if threads:
+            config["INFERENCE_NUM_THREADS"] = threads
+        compiled = core.compile_model(ir, "CPU", config)
+
+        def run(batch: np.ndarray) -> np.ndarray:
+            x = np.ascontiguousarray(batch.transpose(0, 3, 1, 2), dtype=np.float32) / 255.0
+            return compiled(x)[0]
+
+        return cls(run, (int(meta["height"]), int(meta["width"])), int(meta["dim"]), meta["fingerprint"], "openvino")
 
     @classmethod
     def from_checkpoint(cls, path: str, device=None) -> "Embedder":

@@ -69,3 +69,43 @@ def export_onnx(checkpoint: str, out: str, opset: int = 17, check_batch: int = 4
     cos = (ref * got).sum(1) / np.maximum(np.linalg.norm(ref, axis=1) * np.linalg.norm(got, axis=1), 1e-12)
     return {"max_abs_diff": float(np.abs(ref - got).max()), "min_cosine": float(cos.min()), "dim": model.dim, "size": size,
             "fingerprint": meta["fingerprint"]}
+
+
+def export_openvino(checkpoint: str, out: str, opset: int = 17, check_batch: int = 4) -> dict:
+    """Write an OpenVINO IR (``out`` = ``NAME.xml`` beside ``NAME.bin``), converted from the ONNX export, and compare
+    OpenVINO with PyTorch on a random batch; returns the parity figures as :func:`export_onnx` does.
+
+    The metadata (training size, dimension, fingerprint) travels as the IR's ``reid_htg`` runtime info. Both files are
+    written under temporary names and renamed once complete (the ``.bin`` first): a failed export keeps the previous pair.
+    """
+    import openvino as ov
+
+    if not out.endswith(".xml"):
+        raise ValueError(f"an OpenVINO model is an .xml (with its .bin); got {out!r}")
+    state = load_checkpoint(checkpoint)
+    model = model_from_checkpoint(state).eval()
+    size = (int(state["data_args"]["height"]), int(state["data_args"]["width"]))
+    stem = f"{out[:-4]}.tmp{os.getpid()}"
+    onnx_tmp = stem + ".onnx"
+    try:
+        parity = export_onnx(checkpoint, onnx_tmp, opset=opset, check_batch=check_batch)
+        ir = ov.convert_model(onnx_tmp)
+        meta = {"height": size[0], "width": size[1], "dim": model.dim, "fingerprint": parity["fingerprint"],
+                "eval_feature": model.eval_feature, "source": checkpoint}
+        for k, v in meta.items():
+            ir.set_rt_info(str(v), ["reid_htg", k])
+        ov.save_model(ir, stem + ".xml", compress_to_fp16=False)
+        wrapped = _Normalised(model).eval()
+        x = torch.rand(check_batch, 3, *size, generator=torch.Generator().manual_seed(1))
+        with torch.no_grad():
+            ref = wrapped(x).numpy()
+        got = ov.Core().compile_model(stem + ".xml", "CPU", {"INFERENCE_PRECISION_HINT": "f32"})(x.numpy())[0]
+        os.replace(stem + ".bin", out[:-4] + ".bin")
+        os.replace(stem + ".xml", out)
+    finally:
+        for leftover in (onnx_tmp, stem + ".xml", stem + ".bin"):
+            if os.path.exists(leftover):
+                os.remove(leftover)
+    cos = (ref * got).sum(1) / np.maximum(np.linalg.norm(ref, axis=1) * np.linalg.norm(got, axis=1), 1e-12)
+    return {"max_abs_diff": float(np.abs(ref - got).max()), "min_cosine": float(cos.min()), "dim": model.dim, "size": size,
+            "fingerprint": meta["fingerprint"]}
