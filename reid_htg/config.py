@@ -24,8 +24,8 @@ class ConfigError(ValueError):
 class Component:
     """A pluggable part: ``{name: ..., args: {...}}``."""
 
-    name: str
-    args: dict = field(default_factory=dict)
+    name: str  # the part's registered name
+    args: dict = field(default_factory=dict)  # its keyword arguments
 
 
 @dataclass(frozen=True)
@@ -33,8 +33,8 @@ class DataConfig:
     dataset: str = "synthetic"  # a name from reid_htg.data.DATASETS
     root: str = "data/synthetic"  # --data-root overrides it
     args: dict = field(default_factory=dict)  # reader options (e.g. num_train for cuhk01)
-    height: int = 64
-    width: int = 32
+    height: int = 64  # input height in pixels (images are resized to it)
+    width: int = 32  # input width in pixels
     p: int = 8  # identities per batch
     k: int = 4  # images per identity
     cache: bool = True  # decode every image once, into memory
@@ -42,31 +42,31 @@ class DataConfig:
     skip_unreadable: bool = False  # train without unreadable images instead of stopping
     val_ids: int = 0  # hold out this many training identities as a validation query/gallery (model selection)
     val_seed: int = 0  # which identities: fixed across runs, so paired seeds share one validation set
-    flip: bool = True
-    pad: int = 4
-    erasing: float = 0.5
+    flip: bool = True  # random horizontal flip
+    pad: int = 4  # pad-and-crop: pixels of zero padding before a random crop back to size (0: off)
+    erasing: float = 0.5  # probability of random erasing per image
 
 
 @dataclass(frozen=True)
 class ModelConfig:
-    backbone: str = "resnet18"
+    backbone: str = "resnet18"  # a timm ResNet name (resnet18, resnet50, resnet50.a1_in1k, seresnet50 ...)
     pretrained: str = ""  # local weights file; never downloaded
     init_from: str = ""  # a reid-htg last.pt to start from: every weight but the identity classifier (fine-tuning)
     init_sha256: str = ""  # the sha256 of init_from: filled in when the run starts (config.yaml records it), checked when given
-    last_stride: int = 1
-    global_feature: bool = True
+    last_stride: int = 1  # 1 (re-ID convention: block 4 at block 3's resolution) or 2
+    global_feature: bool = True  # include the pooled block-4 feature in the embedding
     keypoint_blocks: tuple[int, ...] = ()  # backbone blocks with a keypoint branch, a subset of (3, 4); () is the basic model
     embed_dim: int = 0  # 0: no projection
-    bnneck: bool = True
+    bnneck: bool = True  # BatchNorm between the embedding and the classifier (BNNeck)
     classifier: str = "biasless"  # or cosine
-    cosine_scale: float = 16.0
+    cosine_scale: float = 16.0  # logit scale of the cosine classifier
     eval_feature: str = "bn"  # bn (after the BNNeck) or pre
 
 
 @dataclass(frozen=True)
 class LossConfig:
     softmax: float = 1.0  # weight of the identity cross-entropy
-    label_smoothing: float = 0.1
+    label_smoothing: float = 0.1  # label smoothing epsilon of the identity cross-entropy
     triplet: float = 1.0  # weight of the batch-hard triplet loss
     margin: typing.Optional[float] = 0.3  # null: soft margin
     normalize: bool = True  # triplet on L2-normalised embeddings
@@ -74,11 +74,11 @@ class LossConfig:
 
 @dataclass(frozen=True)
 class OptimConfig:
-    optimizer: Component = field(default_factory=lambda: Component("adam", {"lr": 3.5e-4, "weight_decay": 5e-4}))
+    optimizer: Component = field(default_factory=lambda: Component("adam", {"lr": 3.5e-4, "weight_decay": 5e-4}))  # {name: adam|adamw|sgd, args: {lr, weight_decay, ...}}
     warmup_epochs: float = 2.0  # linear warm-up from 1% of the learning rate
     schedule: str = "cosine"  # cosine, step or constant
     milestones: tuple[int, ...] = ()  # epochs where step decays by gamma
-    gamma: float = 0.1
+    gamma: float = 0.1  # decay factor of the step schedule
     grad_clip: float = 0.0  # 0: off
 
 
@@ -86,11 +86,11 @@ class OptimConfig:
 class HTGConfig:
     """HTG (reid_htg.htg.HTG); every choice the paper leaves open is a key."""
 
-    enabled: bool = False
+    enabled: bool = False  # train with HTG's generator and discriminator
     warmup_epochs: int = 2  # epochs of the basic model before adversarial steps (at least)
     start_active: typing.Optional[float] = None  # also wait until an epoch's batch-all active fraction of real triplets is below this
     bottleneck: int = 256  # G's narrowest layer
-    d_hidden: int = 512
+    d_hidden: int = 512  # D's hidden width
     optimizer: str = "adam"  # adam or sgd, for G and D
     lr: float = 1e-3  # G's and D's learning rate (chosen on the small setting's validation split, with g_label 0.1)
     d_steps: int = 1  # D updates per iteration
@@ -131,54 +131,54 @@ class LogConfig:
 
 @dataclass(frozen=True)
 class TrainConfig:
-    name: str = "synthetic_resnet18"
-    seed: int = 0
-    epochs: int = 12
+    name: str = "synthetic_resnet18"  # the run's name: its folder is runs/NAME/ unless --output-dir
+    seed: int = 0  # seed of the model, the sampler and augmentation
+    epochs: int = 12  # training epochs
     eval_every: int = 0  # 0: evaluate after the last epoch only (on the validation split when data.val_ids > 0)
     eval_test: bool = True  # evaluate the test split once, after the last epoch (false: model selection runs that must not see it)
     amp: bool = True  # bf16 autocast on CUDA (ignored on CPU)
     channels_last: bool = True  # on CUDA
     compile: bool = False  # torch.compile the model (CUDA)
     log_every: int = 20  # iterations between log lines
-    data: DataConfig = field(default_factory=DataConfig)
-    model: ModelConfig = field(default_factory=ModelConfig)
-    loss: LossConfig = field(default_factory=LossConfig)
-    optim: OptimConfig = field(default_factory=OptimConfig)
-    htg: HTGConfig = field(default_factory=HTGConfig)
-    augmenters: AugmentersConfig = field(default_factory=AugmentersConfig)
-    log: LogConfig = field(default_factory=LogConfig)
+    data: DataConfig = field(default_factory=DataConfig)  # the dataset and its batches
+    model: ModelConfig = field(default_factory=ModelConfig)  # the embedding network
+    loss: LossConfig = field(default_factory=LossConfig)  # the embedding network's objective
+    optim: OptimConfig = field(default_factory=OptimConfig)  # optimiser and learning-rate schedule
+    htg: HTGConfig = field(default_factory=HTGConfig)  # adversarial hard triplet generation
+    augmenters: AugmentersConfig = field(default_factory=AugmentersConfig)  # image-level augmenters mixed into batches
+    log: LogConfig = field(default_factory=LogConfig)  # extra logging
 
 
 @dataclass(frozen=True)
 class GANConfig:
     """tools/train_gan.py: DCGAN (LSRO source) or CycleGAN between two cameras (CamStyle)."""
 
-    name: str = "dcgan"
+    name: str = "dcgan"  # the run's name
     model: str = "dcgan"  # dcgan or cyclegan
-    seed: int = 0
-    epochs: int = 10
+    seed: int = 0  # seed of the networks and the batches
+    epochs: int = 10  # training epochs
     iters_per_epoch: int = 0  # 0: one pass over the (larger) image set
-    batch_size: int = 64
-    dataset: str = "synthetic"
+    batch_size: int = 64  # images per batch (per domain for CycleGAN)
+    dataset: str = "synthetic"  # a dataset name of reid_htg.data (its training images)
     root: str = "data/synthetic"  # --data-root overrides it
     args: dict = field(default_factory=dict)  # reader options
-    height: int = 64
-    width: int = 32
-    flip: bool = True
-    lr: float = 2e-4
-    beta1: float = 0.5
+    height: int = 64  # image height (DCGAN: 2 x width)
+    width: int = 32  # image width
+    flip: bool = True  # random horizontal flip
+    lr: float = 2e-4  # Adam learning rate of G and D
+    beta1: float = 0.5  # Adam beta1
     nz: int = 100  # DCGAN latent size
     ngf: int = 64  # generator width (CycleGAN: 32 by its config)
-    ndf: int = 64
+    ndf: int = 64  # discriminator width
     n_res: int = 6  # CycleGAN residual blocks
     d_layers: int = 3  # CycleGAN PatchGAN strided layers
-    lambda_cycle: float = 10.0
-    lambda_identity: float = 5.0
-    pool_size: int = 50
+    lambda_cycle: float = 10.0  # CycleGAN cycle-consistency weight
+    lambda_identity: float = 5.0  # CycleGAN identity-loss weight
+    pool_size: int = 50  # CycleGAN history of generated images shown to D
     camera_a: typing.Optional[int] = None  # CycleGAN domains; default: the training split's two cameras
-    camera_b: typing.Optional[int] = None
+    camera_b: typing.Optional[int] = None  # the second CycleGAN domain (see camera_a)
     sample_every: int = 100  # iterations between sample grids (and checkpoints)
-    log_every: int = 20
+    log_every: int = 20  # iterations between losses.csv rows
 
 
 def _convert(tp, value, key: str):
@@ -394,3 +394,63 @@ def load_config(cls=TrainConfig, path: str | None = None, overrides=()):
 def save_config(cfg, path: str) -> None:
     with open(path, "w") as fh:
         yaml.safe_dump(to_dict(cfg), fh, sort_keys=False)
+
+
+def field_docs(cls) -> list[tuple[str, str, str, str]]:
+    """``(key, type, default, meaning)`` of every key of a config dataclass, nested sections flattened (``data.p``);
+    the meaning is the comment on the field's line in this file (the one place defaults and their meaning live).
+
+    Raises:
+        ConfigError: a field without a comment (a test keeps every key described).
+    """
+    import ast
+    import inspect
+    import io
+    import textwrap
+    import tokenize
+
+    rows = []
+
+    def comments_of(c) -> dict[str, str]:
+        src = textwrap.dedent(inspect.getsource(c))
+        lines = {node.lineno: node.target.id for node in ast.walk(ast.parse(src))
+                 if isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name)}
+        return {lines[tok.start[0]]: tok.string.lstrip("# ").strip()
+                for tok in tokenize.generate_tokens(io.StringIO(src).readline) if tok.type == tokenize.COMMENT and tok.start[0] in lines}
+
+    def walk(c, prefix: str) -> None:
+        notes = comments_of(c)
+        hints = typing.get_type_hints(c)
+        for f in dataclasses.fields(c):
+            key = prefix + f.name
+            tp = hints[f.name]
+            if dataclasses.is_dataclass(tp) and tp is not Component:
+                walk(tp, key + ".")
+                continue
+            if f.name not in notes:
+                raise ConfigError(f"config key {key} ({c.__name__}) has no description: add a comment on its line in reid_htg/config.py")
+            default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
+            if isinstance(default, Component):
+                default = {"name": default.name, "args": default.args}
+            name = getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
+            rows.append((key, name, repr(default) if isinstance(default, str) else str(default), notes[f.name]))
+
+    walk(cls, "")
+    return rows
+
+
+def reference_markdown() -> str:
+    """The configuration reference page (docs/configuration.md), generated from the dataclasses."""
+    parts = ["# Configuration reference", "",
+             "Generated from `reid_htg/config.py` by `python -m reid_htg.config > docs/configuration.md` (a test keeps this page",
+             "equal to its output). Every key can be set in a YAML file or as `key=value` on the command line; an unknown key",
+             "or a value of the wrong type is refused by name.", ""]
+    for title, cls in (("tools/train_reid.py (`TrainConfig`)", TrainConfig), ("tools/train_gan.py (`GANConfig`)", GANConfig)):
+        parts += [f"## {title}", "", "| key | type | default | meaning |", "|---|---|---|---|"]
+        parts += [f"| `{k}` | {t} | `{d}` | {m.replace('|', '/')} |" for k, t, d, m in field_docs(cls)]
+        parts.append("")
+    return "\n".join(parts)
+
+
+if __name__ == "__main__":
+    print(reference_markdown(), end="")

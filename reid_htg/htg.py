@@ -112,8 +112,9 @@ class Discriminator(nn.Module):
 def auc(pos: torch.Tensor, neg: torch.Tensor) -> float:
     """Area under the ROC curve of scores ``pos`` (positives) against ``neg``: P(pos > neg), ties counted half.
 
-    >>> auc(torch.tensor([0.9, 0.8]), torch.tensor([0.1, 0.8]))
-    0.875
+    Examples:
+        >>> auc(torch.tensor([0.9, 0.8]), torch.tensor([0.1, 0.8]))
+        0.875
     """
     diff = pos.detach().float()[:, None] - neg.detach().float()[None, :]
     return float((diff > 0).float().mean() + 0.5 * (diff == 0).float().mean())

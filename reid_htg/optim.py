@@ -31,8 +31,9 @@ def lr_factor(
     the end, ``step`` decay by ``gamma`` at each epoch in ``milestones``, or
     ``constant``.
 
-    >>> [round(lr_factor(s, 10, 4, warmup_epochs=1, schedule="cosine"), 3) for s in (0, 5, 10, 25, 39)]
-    [0.01, 0.505, 1.0, 0.5, 0.003]
+    Examples:
+        >>> [round(lr_factor(s, 10, 4, warmup_epochs=1, schedule="cosine"), 3) for s in (0, 5, 10, 25, 39)]
+        [0.01, 0.505, 1.0, 0.5, 0.003]
     """
     warm = warmup_epochs * steps_per_epoch
     if step < warm:

@@ -80,9 +80,10 @@ def validate_table(df: pd.DataFrame, name: str = "dataset", require: tuple[str, 
 def relabel(pids: np.ndarray) -> tuple[np.ndarray, dict[int, int]]:
     """Map arbitrary identity numbers to ``0..K-1`` in sorted order.
 
-    >>> labels, mapping = relabel(np.array([7, 3, 7, 9]))
-    >>> labels.tolist(), mapping
-    ([1, 0, 1, 2], {3: 0, 7: 1, 9: 2})
+    Examples:
+        >>> labels, mapping = relabel(np.array([7, 3, 7, 9]))
+        >>> labels.tolist(), mapping
+        ([1, 0, 1, 2], {3: 0, 7: 1, 9: 2})
     """
     uniq = np.unique(pids)
     mapping = {int(p): i for i, p in enumerate(uniq)}

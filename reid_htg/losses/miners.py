@@ -32,8 +32,9 @@ def triplet_distances(x: torch.Tensor, y: torch.Tensor, distance: str = "euclide
     ``euclidean`` keeps a finite gradient at zero (clamped before the square
     root); ``sqeuclidean`` is the squared Euclidean distance.
 
-    >>> triplet_distances(torch.tensor([[0.0, 0.0]]), torch.tensor([[3.0, 4.0]])).item()
-    5.0
+    Examples:
+        >>> triplet_distances(torch.tensor([[0.0, 0.0]]), torch.tensor([[3.0, 4.0]])).item()
+        5.0
     """
     if distance not in DISTANCES:
         raise ValueError(f"unknown distance {distance!r}; valid names: {list(DISTANCES)}")
@@ -78,9 +79,10 @@ def mine_from_distances(d: torch.Tensor, labels: torch.Tensor, strategy: str = "
         ValueError: on an unknown strategy, or when the batch has no anchor with
             both a positive and a negative (never a silent empty loss).
 
-    >>> d = torch.tensor([[0., 1., 2.], [1., 0., 3.], [2., 3., 0.]])
-    >>> [t.tolist() for t in mine_from_distances(d, torch.tensor([0, 0, 1]))]
-    [[0, 1], [1, 0], [2, 2]]
+    Examples:
+        >>> d = torch.tensor([[0., 1., 2.], [1., 0., 3.], [2., 3., 0.]])
+        >>> [t.tolist() for t in mine_from_distances(d, torch.tensor([0, 0, 1]))]
+        [[0, 1], [1, 0], [2, 2]]
     """
     if strategy not in MINERS:
         raise ValueError(f"unknown triplet miner {strategy!r}; valid names: {list(MINERS)}")

@@ -36,9 +36,10 @@ def pairwise_distance(x: torch.Tensor, y: torch.Tensor, metric: str = "cosine") 
     Returns:
         (N, M) float tensor.
 
-    >>> d = pairwise_distance(torch.tensor([[1.0, 0.0]]), torch.tensor([[0.0, 2.0], [3.0, 0.0]]))
-    >>> d.tolist()
-    [[1.0, 0.0]]
+    Examples:
+        >>> d = pairwise_distance(torch.tensor([[1.0, 0.0]]), torch.tensor([[0.0, 2.0], [3.0, 0.0]]))
+        >>> d.tolist()
+        [[1.0, 0.0]]
     """
     if metric == "cosine":
         return 1.0 - F.normalize(x, dim=1) @ F.normalize(y, dim=1).T

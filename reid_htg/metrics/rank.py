@@ -320,13 +320,14 @@ def evaluate_rank(
         (protocol, official AP); Ye et al., "Deep Learning for Person
         Re-identification: A Survey and Outlook", TPAMI 2021 (mINP).
 
-    >>> d = np.array([[0.1, 0.2, 0.3, 0.4, 0.5, 0.6]])
-    >>> args = (np.array([1]), np.array([1, -1, 2, 1, 0, 1]), np.array([1]), np.array([1, 1, 2, 2, 3, 3]))
-    >>> r = evaluate_rank(d, *args, max_rank=2)
-    >>> r.mAP, r.cmc.tolist()
-    (0.5, [0.0, 1.0])
-    >>> round(evaluate_rank(d, *args, max_rank=2, ap="official").mAP, 6)
-    0.333333
+    Examples:
+        >>> d = np.array([[0.1, 0.2, 0.3, 0.4, 0.5, 0.6]])
+        >>> args = (np.array([1]), np.array([1, -1, 2, 1, 0, 1]), np.array([1]), np.array([1, 1, 2, 2, 3, 3]))
+        >>> r = evaluate_rank(d, *args, max_rank=2)
+        >>> r.mAP, r.cmc.tolist()
+        (0.5, [0.0, 1.0])
+        >>> round(evaluate_rank(d, *args, max_rank=2, ap="official").mAP, 6)
+        0.333333
     """
     _check_ap(ap)
     dist = torch.as_tensor(distmat)

@@ -53,8 +53,9 @@ def recall_at_k(embeddings, labels, ks=(1, 2, 4, 8), metric: str = "cosine", chu
     Returns:
         ``{K: recall}``.
 
-    >>> recall_at_k([[0.0, 1.0], [0.1, 1.0], [1.0, 0.0], [1.0, 0.2]], [0, 1, 1, 0], ks=(1, 3))
-    {1: 0.0, 3: 1.0}
+    Examples:
+        >>> recall_at_k([[0.0, 1.0], [0.1, 1.0], [1.0, 0.0], [1.0, 0.2]], [0, 1, 1, 0], ks=(1, 3))
+        {1: 0.0, 3: 1.0}
     """
     x, y = _prepare(embeddings, labels)
     kmax = max(ks)
@@ -75,8 +76,9 @@ def map_at_r(embeddings, labels, metric: str = "cosine", chunk_size: int = 1024)
     Reference:
         Musgrave, Belongie, Lim, "A Metric Learning Reality Check", ECCV 2020.
 
-    >>> round(map_at_r([[0.0, 1.0], [0.1, 1.0], [1.0, 0.0], [1.0, 0.2]], [0, 0, 1, 1]), 6)
-    1.0
+    Examples:
+        >>> round(map_at_r([[0.0, 1.0], [0.1, 1.0], [1.0, 0.0], [1.0, 0.2]], [0, 0, 1, 1]), 6)
+        1.0
     """
     x, y = _prepare(embeddings, labels)
     _, inverse, counts = np.unique(y, return_inverse=True, return_counts=True)

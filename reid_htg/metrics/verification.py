@@ -54,9 +54,10 @@ def roc(distances, genuine) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         distances: (N,) pair distances.
         genuine: (N,) bool, True for a pair of the same identity.
 
-    >>> far, tar, thr = roc([0.1, 0.2, 0.2, 0.9], [True, True, False, False])
-    >>> far.tolist(), tar.tolist(), thr.tolist()
-    ([0.0, 0.0, 0.5, 1.0], [0.0, 0.5, 1.0, 1.0], [-inf, 0.1, 0.2, 0.9])
+    Examples:
+        >>> far, tar, thr = roc([0.1, 0.2, 0.2, 0.9], [True, True, False, False])
+        >>> far.tolist(), tar.tolist(), thr.tolist()
+        ([0.0, 0.0, 0.5, 1.0], [0.0, 0.5, 1.0, 1.0], [-inf, 0.1, 0.2, 0.9])
     """
     d = np.asarray(distances, np.float64).reshape(-1)
     g = np.asarray(genuine, bool).reshape(-1)
