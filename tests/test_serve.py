@@ -9,8 +9,8 @@ import time
 
 import numpy as np
 import pytest
-from conftest import run_tool_here
 import torch
+from conftest import run_tool_here
 
 pytest.importorskip("onnxruntime")
 pytest.importorskip("fastapi")
