@@ -2,7 +2,7 @@
 """The augmenter benchmark: one backbone, data, budget and seeds; baseline against each augmenter.
 
     python benchmarks/augmenters.py --data-root ../shared/data/cuhk03 --small      # CPU setting
-    python benchmarks/augmenters.py --data-root ../shared/data/cuhk03              # full setting (a GPU session)
+    python benchmarks/augmenters.py --data-root ../shared/data/cuhk03              # full setting (on a GPU)
     python benchmarks/augmenters.py --data-root ... --small --summary-only         # table from finished runs
 
 Arms (configs/arms/*.yaml, read by benchmarks/runner.py), each on CUHK03-pair1 (query val camera A, gallery val
