@@ -64,6 +64,21 @@ def draw(table: pd.DataFrame, queries: pd.DataFrame, out: str, max_queries: int 
     plt.close(fig)
 
 
+def parse_filter(text: str | None) -> dict | None:
+    """--filter as a mapping (JSON), refused in one line when it is not JSON or not an object."""
+    if text is None:
+        return None
+    import json
+
+    try:
+        where = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise SystemExit(f"error: --filter is not JSON ({exc}); e.g. --filter '{{\"camid\": {{\"in\": [3, 4]}}}}'") from None
+    if not isinstance(where, dict):
+        raise SystemExit("error: --filter must be a JSON object of column -> value or -> {operator: value}")
+    return where
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--index", required=True, help="an index folder from tools/build_index.py")
@@ -72,6 +87,8 @@ def main(argv=None) -> int:
     src.add_argument("--images", help="a folder of query images (with --checkpoint)")
     ap.add_argument("--checkpoint")
     ap.add_argument("--k", type=positive_int, default=10)
+    ap.add_argument("--filter", help='only gallery items whose metadata pass it, as JSON: \'{"camid": {"in": [3, 4]}, "time": {"gte": 1700000000}}\' '
+                    "(equality, in, gt, gte, lt, lte; conditions combined with and); the k nearest that pass, found exactly")
     ap.add_argument("--threshold", type=float, help="distance beyond which a query's best match is 'unknown' (default: the index's "
                     "threshold.json from tools/eval.py --save-threshold, if any)")
     ap.add_argument("--csv", help="write the whole table here")
@@ -107,7 +124,7 @@ def main(argv=None) -> int:
         root = args.images
         names = qmeta["path"].map(lambda p: os.path.relpath(p, root) if root else p).to_numpy()
     try:
-        table = index.search(emb, args.k, fingerprint=fp)
+        table = index.search(emb, args.k, fingerprint=fp, where=parse_filter(args.filter))
     except GalleryIndexError as exc:
         raise SystemExit(f"error: {exc}") from None
     shown = table.copy()

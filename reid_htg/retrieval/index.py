@@ -70,6 +70,53 @@ def check_params(params: dict) -> dict:
     return out
 
 
+FILTER_OPS = ("eq", "in", "gt", "gte", "lt", "lte")
+
+
+def filter_mask(columns: dict, n: int, where: dict) -> np.ndarray:
+    """(n,) bool: the rows whose metadata pass a structured filter (conditions combined with and).
+
+    ``where`` maps a column to a value (equality) or to operators: ``{"camid": {"in": [3, 4]}, "time": {"gte": 1700000000}}``;
+    operators are :data:`FILTER_OPS`. Never an expression string: columns, operators and value types are checked here.
+
+    Raises:
+        GalleryIndexError: an unknown column or operator, or a value of the wrong type for its column.
+    """
+    if not isinstance(where, dict):
+        raise GalleryIndexError(f"a filter is a mapping of column -> value or -> {{operator: value}}, got {type(where).__name__}")
+    mask = np.ones(n, bool)
+    for col, cond in where.items():
+        if col not in columns:
+            raise GalleryIndexError(f"filter column {col!r} is not a metadata column; columns: {sorted(columns)}")
+        values = np.asarray(columns[col][:n])
+        numeric = values.dtype.kind in "iufb"
+        conds = cond if isinstance(cond, dict) else {"eq": cond}
+        if not conds:
+            raise GalleryIndexError(f"filter on {col!r} has no condition")
+        for op, v in conds.items():
+            if op not in FILTER_OPS:
+                raise GalleryIndexError(f"unknown filter operator {op!r} on {col!r}; use one of {list(FILTER_OPS)}")
+            items = v if op == "in" else [v]
+            if op == "in" and not isinstance(v, list):
+                raise GalleryIndexError(f"filter {col!r}: 'in' takes a list, got {v!r}")
+            for x in items:
+                ok = (isinstance(x, (int, float)) and not isinstance(x, bool) and np.isfinite(x)) if numeric else isinstance(x, str)
+                if values.dtype.kind == "b":
+                    ok = isinstance(x, bool)
+                if not ok:
+                    kind = "a number" if numeric else "text"
+                    raise GalleryIndexError(f"filter {col!r} {op}: {x!r} is not {kind}, as the column is")
+            if op in ("gt", "gte", "lt", "lte") and not numeric:
+                raise GalleryIndexError(f"filter {col!r}: {op} needs a numeric column")
+            if op == "eq":
+                mask &= values == v
+            elif op == "in":
+                mask &= np.isin(values, np.asarray(v, dtype=values.dtype if numeric else object)) if v else False
+            else:
+                mask &= {"gt": values > v, "gte": values >= v, "lt": values < v, "lte": values <= v}[op]
+    return mask
+
+
 def _int_ids(values, what: str = "gallery_id") -> np.ndarray:
     """``values`` as int64 ids, refusing what is not a whole number within int64 (never truncated silently)."""
     a = np.asarray(values)
@@ -383,10 +430,42 @@ class GalleryIndex:
         with self._lock.read:
             return self._search_locked(q, k)
 
-    def _search_locked(self, q: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    def _filtered_locked(self, q: np.ndarray, k: int, where: dict) -> tuple[np.ndarray, np.ndarray]:
+        """Exact top-k among the live rows that pass ``where``: the k nearest that pass, ties by row, whatever the index type.
+
+        Distances in float64, the passing vectors block by block (memory O(64 x block)), a running top-k per query.
+        """
+        rows = np.flatnonzero(self.alive & filter_mask(self._cols, self._n, where))
+        dist_out = np.full((len(q), k), np.inf, np.float32)
+        rows_out = np.full((len(q), k), -1, np.int64)
+        if not len(rows):
+            return dist_out, rows_out
+        vectors = np.asarray(self.vectors)
+        for s0 in range(0, len(q), 64):
+            qb = q[s0:s0 + 64].astype(np.float64)
+            best_d = np.full((len(qb), 0), np.inf)
+            best_r = np.zeros((len(qb), 0), np.int64)
+            for s1 in range(0, len(rows), 1 << 14):
+                r = rows[s1:s1 + (1 << 14)]
+                v = vectors[r].astype(np.float64)
+                if self.metric == "cosine":
+                    d = 1.0 - qb @ v.T
+                else:
+                    d = np.sqrt(np.maximum((qb * qb).sum(1)[:, None] + (v * v).sum(1)[None, :] - 2 * qb @ v.T, 0))
+                best_d = np.concatenate([best_d, d], 1)
+                best_r = np.concatenate([best_r, np.broadcast_to(r, d.shape)], 1)
+                order = np.lexsort((best_r, best_d), axis=1)[:, :k]  # by distance, ties by row
+                best_d, best_r = np.take_along_axis(best_d, order, 1), np.take_along_axis(best_r, order, 1)
+            kk = best_d.shape[1]
+            dist_out[s0:s0 + len(qb), :kk], rows_out[s0:s0 + len(qb), :kk] = best_d, best_r
+        return dist_out, rows_out
+
+    def _search_locked(self, q: np.ndarray, k: int, where: dict | None = None) -> tuple[np.ndarray, np.ndarray]:
         index, alive, vectors = self.index, self.alive, self.vectors
         if index is None or not self._live:
             raise GalleryIndexError("the index is empty")
+        if where:
+            return self._filtered_locked(q, k, where)
         k_eff = min(k, self._live)
         dead = np.flatnonzero(~alive).astype(np.int64) if self._live < len(alive) else np.zeros(0, np.int64)
         params, _keep = self._search_params(dead)
@@ -408,7 +487,7 @@ class GalleryIndex:
             rows = np.pad(rows, ((0, 0), (0, pad)), constant_values=-1)
         return dist, rows
 
-    def search(self, queries, k: int = 10, fingerprint: str | None = None, query_names=None) -> pd.DataFrame:
+    def search(self, queries, k: int = 10, fingerprint: str | None = None, query_names=None, where: dict | None = None) -> pd.DataFrame:
         """Top-k table: ``query, rank, gallery_id, distance`` and the gallery's metadata columns.
 
         Args:
@@ -416,13 +495,15 @@ class GalleryIndex:
             k: results per query (fewer when the gallery is smaller).
             fingerprint: the querying model's fingerprint, checked against the index's.
             query_names: (Q,) labels for the ``query`` column (default 0..Q-1).
+            where: a structured metadata filter (:func:`filter_mask`): the k nearest that pass it, found exactly
+                (fewer when fewer pass; none when nothing does).
         """
         self._check_fingerprint(fingerprint, "these queries")
         qv = self.check_vectors(queries, "queries")
         if k < 1:
             raise GalleryIndexError(f"k must be >= 1, got {k}")
         with self._lock.read:  # rows and metadata from the same state
-            dist, rows = self._search_locked(qv, k)
+            dist, rows = self._search_locked(qv, k, where)
             meta_all = self.meta
         q, kk = rows.shape
         qi, rank = np.repeat(np.arange(q), kk), np.tile(np.arange(1, kk + 1), q)
@@ -434,7 +515,7 @@ class GalleryIndex:
         table.insert(2, "gallery_id", meta.pop("gallery_id").to_numpy())
         return pd.concat([table, meta], axis=1)
 
-    def search_records(self, queries, k: int = 10, fingerprint: str | None = None) -> list[list[dict]]:
+    def search_records(self, queries, k: int = 10, fingerprint: str | None = None, where: dict | None = None) -> list[list[dict]]:
         """Per query, its ranked results as plain dicts (``gallery_id``, ``distance``, metadata): :meth:`search` without pandas per call.
 
         The service answers with these; a ``search`` table costs a DataFrame build per request.
@@ -444,7 +525,7 @@ class GalleryIndex:
         if k < 1:
             raise GalleryIndexError(f"k must be >= 1, got {k}")
         with self._lock.read:
-            dist, rows = self._search_locked(q, k)
+            dist, rows = self._search_locked(q, k, where)
             cols = {c: v[: self._n] for c, v in self._cols.items()}  # views: appends never move rows already there
         out = []
         for d_row, r_row in zip(dist, rows):

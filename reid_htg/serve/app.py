@@ -11,6 +11,8 @@ Endpoints (JSON in and out; errors are ``{"error": "..."}`` with a 4xx status na
   -> ``{"results": [[{"gallery_id", "distance", <metadata>}, ...], ...]}``, one ranked list per query; with a
   threshold (the server's, from ``threshold.json`` beside the index or ``--threshold``, or the request's own
   ``"threshold"``) also ``"threshold"`` and ``"unknown": [bool per query]`` (best match beyond the threshold);
+  ``"filter": {"camid": {"in": [3, 4]}, "time": {"gte": 1700000000}}`` (equality, in, gt, gte, lt, lte, combined
+  with and) restricts each list to the k nearest items that pass it (found exactly);
 - ``POST /items``: ``{"embeddings": [[...]], "metadata": [{...}]}``, or multipart ``files`` and ``metadata``
   (a JSON list) -> ``{"ids": [...]}``, once the write is committed;
 - ``GET /items/{id}`` -> its metadata (404 once deleted); ``DELETE /items/{id}`` -> ``{"deleted": id}``.
@@ -244,7 +246,15 @@ def create_app(gallery: DurableGallery, embedder=None, api_key: str | None = Non
             data = await read_json(request)
             q = as_matrix(data.get("embeddings"))
             k, limit = parse_k(data.get("k", 10), len(q)), parse_threshold(data.get("threshold"))
-        results = await run_in_threadpool(index.search_records, q, k)
+            where = data.get("filter")
+        if multipart(request):
+            try:
+                where = json.loads(form["filter"]) if "filter" in form else None
+            except json.JSONDecodeError as exc:
+                raise BadRequest(f"the 'filter' field is not JSON: {exc}", 400) from None
+        if where is not None and not isinstance(where, dict):
+            raise BadRequest("filter must be an object of column -> value or -> {operator: value} (never an expression string)")
+        results = await run_in_threadpool(index.search_records, q, k, None, where or None)
         for hits in results:  # JSON has no NaN
             for hit in hits:
                 for key, v in hit.items():
