@@ -87,3 +87,11 @@ def test_tensorboard_log_holds_every_metrics_column(tmp_path):
         want = {int(r["epoch"]): float(r[col]) for r in rows if r[col] != ""}
         assert want and got.keys() == want.keys() and all(got[k] == pytest.approx(want[k], rel=1e-4) for k in want), col
     assert "curves" in acc.Tags()["images"]
+
+
+def test_resume_from_another_runs_checkpoint_into_a_new_folder(tmp_path):
+    run_tool_here("train_reid.py", "--data-root", tmp_path / "syn", "--output-dir", tmp_path / "a", "epochs=1", *TINY)
+    res = run_tool_here("train_reid.py", "--data-root", tmp_path / "syn", "--output-dir", tmp_path / "b", "epochs=2", *TINY,
+                        "--resume", tmp_path / "a" / "last.pt")
+    assert "resumed from" in res.stdout and (tmp_path / "b" / "last.pt").is_file()
+    assert (tmp_path / "a" / "metrics.csv").read_text().count("\n") == 2  # the source run is untouched

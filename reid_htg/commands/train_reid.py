@@ -93,7 +93,8 @@ def main(argv=None) -> int:
     out_dir = args.output_dir or os.path.join("runs", cfg.name)
     if int(os.environ.get("RANK", "0")) != 0:  # the main process owns the folder
         return train(args, cfg, out_dir, None)
-    with RunFolder(out_dir, RUN_FILES, resume=bool(args.resume), overwrite=args.overwrite) as run:  # refused here, before any work
+    here = args.resume == "auto"  # --resume PATH continues another run's checkpoint into this folder
+    with RunFolder(out_dir, RUN_FILES, resume=here, overwrite=args.overwrite or bool(args.resume and not here)) as run:  # refused here, before any work
         return train(args, cfg, out_dir, run)
 
 
