@@ -81,7 +81,6 @@ def test_bad_filters_are_refused_by_name(rng, where, word):
 
 
 def test_filter_through_the_tool_and_the_service(tmp_path, rng):
-    import json
 
     from conftest import run_tool_here
     from fastapi.testclient import TestClient

@@ -110,8 +110,8 @@ class Server:
     """tools/serve.py as a real process on a free loopback port."""
 
     def __init__(self, tmp, index_dir, model, *extra):
-        self.args = [sys.executable, os.path.join(ROOT, "tools", "serve.py"), "--index", str(index_dir), "--data-dir", str(tmp / "svc"),
-                     "--checkpoint" if model.endswith(".pt") else "--onnx", model, *extra]
+        where = ["--index", str(index_dir), "--data-dir", str(tmp / "svc")] if index_dir is not None else []  # None: --backend milvus in extra
+        self.args = [sys.executable, os.path.join(ROOT, "tools", "serve.py"), *where, "--checkpoint" if model.endswith(".pt") else "--onnx", model, *extra]
         self.proc = None
 
     def start(self):

@@ -1,6 +1,7 @@
 """Build a gallery index folder from an embeddings file.
 
     python tools/build_index.py --embeddings gallery.npz --out gallery_index [--index auto|flat|hnsw|ivf|ivfpq] [--metric cosine|euclidean] [nprobe=32 ...]
+    python tools/build_index.py --embeddings gallery.npz --backend milvus --uri gallery.db     # a Milvus gallery (Lite file or http://HOST:19530)
 
 `auto` picks flat up to 100k vectors, HNSW up to 2M, IVF-PQ (with exact
 re-ranking) beyond. Extra key=value pairs set index parameters (hnsw_m,
@@ -23,7 +24,9 @@ from reid_htg.retrieval.files import EmbeddingsFileError, load_embeddings
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--embeddings", required=True)
-    ap.add_argument("--out", required=True, help="index folder to write")
+    ap.add_argument("--out", help="index folder to write (the faiss backend)")
+    ap.add_argument("--backend", choices=("faiss", "milvus"), default="faiss")
+    ap.add_argument("--uri", help="the milvus backend: a Milvus Lite file (gallery.db) or a server (http://HOST:19530)")
     ap.add_argument("--index", default="auto", choices=("auto", *INDEX_TYPES))
     ap.add_argument("--metric", default="cosine", choices=METRICS)
     ap.add_argument("params", nargs="*", help="index parameters as key=value")
@@ -32,6 +35,19 @@ def main(argv=None) -> int:
         emb, meta, fp = load_embeddings(args.embeddings)
     except EmbeddingsFileError as exc:
         raise SystemExit(f"error: {exc}") from None
+    if args.backend == "milvus":
+        if not args.uri or args.out:
+            raise SystemExit("error: --backend milvus takes --uri (a Milvus Lite file or http://HOST:19530), not --out")
+        from reid_htg.serve.milvus_store import MilvusGallery
+
+        t = time.perf_counter()
+        gallery = MilvusGallery.create(args.uri, emb, meta, metric=args.metric, fingerprint=fp)
+        print(f"milvus gallery ({args.metric}) of {len(gallery.index)} x {gallery.index.dim} from model {fp} -> {args.uri} "
+              f"in {time.perf_counter() - t:.1f}s")
+        gallery.close()
+        return 0
+    if not args.out:
+        raise SystemExit("error: --out (the index folder to write) is needed with the faiss backend")
     params = {}
     for item in args.params:
         key, _, value = item.partition("=")

@@ -21,7 +21,11 @@ from reid_htg.cli import run_tool
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--index", required=True, help="an index folder of tools/build_index.py (the starting gallery)")
+    ap.add_argument("--index", help="an index folder of tools/build_index.py (the starting gallery; the faiss backend)")
+    ap.add_argument("--backend", choices=("faiss", "milvus"), default="faiss",
+                    help="faiss: FAISS + SQLite in --data-dir (one process); milvus: a Milvus collection at --uri (stateless: several processes)")
+    ap.add_argument("--uri", help="the milvus backend: a Milvus Lite file (gallery.db) or a server (http://HOST:19530)")
+    ap.add_argument("--milvus-flush", action="store_true", help="also flush every write before acknowledging it (milvus backend)")
     model = ap.add_mutually_exclusive_group(required=True)
     model.add_argument("--checkpoint", help="a checkpoint of tools/train_reid.py (embeds uploaded images)")
     model.add_argument("--onnx", help="an ONNX file of tools/export.py (embeds uploaded images, no PyTorch model code)")
@@ -45,15 +49,25 @@ def main(argv=None) -> int:
         raise SystemExit(f"error: the service needs the serve extra ({exc.name} is missing): pip install -e \".[serve]\"") from None
     if args.api_key is not None and not args.api_key.strip():
         raise SystemExit("error: the API key (--api-key or REID_API_KEY) is empty, which would leave writes open; set a key, or unset both")
-    data_dir = args.data_dir or os.path.abspath(args.index).rstrip("/") + ".service"
-    gallery = DurableGallery(data_dir, args.index, fold_every=args.fold_every)
+    if args.backend == "milvus":
+        if not args.uri:
+            raise SystemExit("error: --backend milvus needs --uri (a Milvus Lite file, or http://HOST:19530)")
+        from reid_htg.serve.milvus_store import MilvusGallery
+
+        gallery, data_dir = MilvusGallery(args.uri, flush=args.milvus_flush), args.uri
+    else:
+        if not args.index:
+            raise SystemExit("error: the faiss backend needs --index (an index folder of tools/build_index.py)")
+        data_dir = args.data_dir or os.path.abspath(args.index).rstrip("/") + ".service"
+        gallery = DurableGallery(data_dir, args.index, fold_every=args.fold_every)
     embedder = Embedder.load(args.onnx or args.checkpoint)
     if embedder.dim != gallery.index.dim:
         raise SystemExit(f"error: the model makes {embedder.dim}-d features but the gallery holds {gallery.index.dim}-d ones; "
                          "serve the model that built the index")
     from reid_htg.retrieval.files import check_threshold, read_threshold
 
-    threshold = check_threshold(args.threshold) if args.threshold is not None else (read_threshold(args.index) or {}).get("distance")
+    saved = read_threshold(args.index) if args.index else None
+    threshold = check_threshold(args.threshold) if args.threshold is not None else (saved or {}).get("distance")
     app = create_app(gallery, embedder, api_key=args.api_key, max_k=args.max_k, max_body_bytes=int(args.max_body_mb * 2**20),
                      threshold=threshold)
     print(f"serving {len(gallery.index)} items ({gallery.index.index_type}, {gallery.index.dim}-d) from {data_dir} "
