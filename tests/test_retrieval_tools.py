@@ -84,3 +84,51 @@ def test_embed_files_evaluate_as_the_checkpoint_does(setup, tmp_path):
     run("embed.py", "--checkpoint", ckpt, "--images", os.path.join(root, "query"), "--out", str(tmp_path / "paths.npz"))
     res = run("eval.py", "--query", str(tmp_path / "paths.npz"), "--gallery", files["gallery"], check=False)
     assert res.returncode == 2 and "'pid'" in res.stderr
+
+
+def test_two_processes_embed_shards_equal_to_one_process(setup, tmp_path):
+    """torchrun with two gloo processes: shards merged in order equal a one-process run; a rerun keeps the shards it finds."""
+    import subprocess
+    import sys
+
+    _, root, ckpt = setup
+    images = os.path.join(root, "bounding_box_test")
+    run("embed.py", "--checkpoint", ckpt, "--images", images, "--out", str(tmp_path / "one.npz"), "--batch-size", "5")
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29531", os.path.join(ROOT, "tools", "embed.py"),
+           "--checkpoint", ckpt, "--images", images, "--out", str(tmp_path / "two.npz"), "--batch-size", "5", "--device", "cpu"]
+    res = subprocess.run(cmd, capture_output=True, text=True, cwd=tmp_path, env=env, timeout=600)
+    assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-2000:]
+    a, b = np.load(tmp_path / "one.npz"), np.load(tmp_path / "two.npz")
+    assert list(a["path"]) == list(b["path"]) and np.array_equal(a["embeddings"], b["embeddings"])
+    assert not list(tmp_path.glob("two.shard-*"))  # merged, then removed
+    # an interrupted run: rank 1's shard is there (with a marker value), rank 0's is not; the rerun keeps rank 1's
+    np.savez(tmp_path / "three.shard-1-of-2.npz", embeddings=np.full((2, 2), 7.0, np.float32), key=np.array("other"), lo=np.array(0), hi=np.array(0))
+    res = subprocess.run([*cmd[:-6], "--checkpoint", ckpt, "--images", images, "--out", str(tmp_path / "three.npz"), "--batch-size", "5",
+                          "--device", "cpu"], capture_output=True, text=True, cwd=tmp_path, env=env, timeout=600)
+    assert res.returncode == 0 and np.array_equal(np.load(tmp_path / "three.npz")["embeddings"], a["embeddings"])  # a stale shard is redone
+
+
+def test_sharded_embedding_resumes_from_the_shards_it_has(setup, tmp_path):
+    import hashlib
+    import subprocess
+    import sys
+
+    from reid_htg.data.readers import list_images
+    from reid_htg.utils.hashing import model_fingerprint
+
+    _, root, ckpt = setup
+    images = os.path.join(root, "bounding_box_test")
+    paths = list_images(images)
+    fp = model_fingerprint(torch.load(ckpt, weights_only=True)["model"])
+    key = hashlib.sha256(("\n".join(paths) + fp + "5").encode()).hexdigest()[:16]
+    n, per = len(paths), 10  # 12 images, batches of 5: rank 0 takes batches 0-1 (10 images), rank 1 the last 2
+    np.savez(tmp_path / "g.shard-1-of-2.npz", embeddings=np.full((n - per, 512), 7.0, np.float32), key=np.array(key), lo=np.array(per),
+             hi=np.array(n))  # what an interrupted run left: rank 1 done
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    res = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29533",
+                          os.path.join(ROOT, "tools", "embed.py"), "--checkpoint", ckpt, "--images", images, "--out", str(tmp_path / "g.npz"),
+                          "--batch-size", "5", "--device", "cpu"], capture_output=True, text=True, cwd=tmp_path, env=env, timeout=600)
+    assert res.returncode == 0 and "kept" in res.stdout, res.stdout[-2000:] + res.stderr[-2000:]
+    emb = np.load(tmp_path / "g.npz")["embeddings"]
+    assert emb.shape == (n, 512) and (emb[per:] == 7.0).all() and not (emb[:per] == 7.0).any()
