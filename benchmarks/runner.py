@@ -158,14 +158,14 @@ def cpu_seconds(folder: str) -> float:
 DIAGNOSTICS = ["g_shift", "d_auc", "d_id_acc", "gap_change", "emb_norm"]  # HTG's per-epoch columns of metrics.csv
 
 
-def diagnostics(base: str, arms: list[str], seeds: list[int]) -> str:
-    """HTG's diagnostics at each run's last epoch, min to max over seeds per arm (``""`` when no run has them)."""
+def diagnostics(base: str, arms: list[str], seeds: list[int], val: bool = False) -> str:
+    """HTG's diagnostics at each finished run's last epoch, min to max over seeds per arm (``""`` when no run has them)."""
     rows = []
     for arm in arms:
         last = []
         for seed in seeds:
             path = os.path.join(run_dir(base, arm, seed), "metrics.csv")
-            if os.path.isfile(path):
+            if os.path.isfile(path) and os.path.isfile(result_file(run_dir(base, arm, seed), val)):  # finished runs only
                 with open(path, newline="") as fh:
                     table = list(csv.DictReader(fh))
                 if table and table[-1].get("g_shift"):
@@ -225,7 +225,7 @@ def summarise(base: str, arms: list[str], seeds: list[int], reference: str, titl
         raise SystemExit(f"no finished run under {base} to summarise")
     rows, cols = paired_rows(results, arms, seeds, reference)
     table = f"{title}; mean +- sd over seeds; d_: paired difference to {reference}\n\n" + markdown(rows, cols)
-    diag = diagnostics(base, arms, seeds)
+    diag = diagnostics(base, arms, seeds, val)
     if diag:
         table += "\n\n" + diag
     stem = os.path.join(base, f"{name}_val" if val else name)
