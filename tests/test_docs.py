@@ -32,7 +32,7 @@ def test_a_key_without_a_description_fails():
 
 
 class _Parsed(Exception):
-    pass
+    """Raised to stop a tool right after its arguments are parsed."""
 
 
 def _commands(page: str):

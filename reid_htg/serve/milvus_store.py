@@ -30,7 +30,7 @@ import math
 import numpy as np
 
 from reid_htg.retrieval.index import FILTER_OPS, RESERVED_COLUMNS, GalleryIndex, GalleryIndexError
-from reid_htg.serve.store import NotFound
+from reid_htg.serve.store import NotFound, check_rows
 
 COLLECTION, MANIFEST = "reid_htg_gallery", "reid_htg_manifest"
 _KINDS = {"int": "INT64", "float": "DOUBLE", "bool": "BOOL", "text": "VARCHAR"}
@@ -205,12 +205,8 @@ class MilvusGallery:
     def add(self, vectors, metadata: list[dict]) -> list[int]:
         """Insert (acknowledged once Milvus has acknowledged it); returns the new gallery ids."""
         x = self.index.check_vectors(vectors, "embeddings")
-        if len(metadata) != len(x):
-            raise ValueError(f"metadata has {len(metadata)} entries for {len(x)} embeddings; they must match one to one")
+        check_rows(metadata, len(x), self.columns)
         for i, m in enumerate(metadata):
-            if not isinstance(m, dict) or set(m) != set(self.columns):
-                got = sorted(m) if isinstance(m, dict) else type(m).__name__
-                raise ValueError(f"metadata[{i}] must have exactly the gallery's fields {self.columns}; got {got}")
             for key, v in m.items():
                 kind = self.index.kinds[key]
                 ok = {"text": isinstance(v, str), "bool": isinstance(v, bool),

@@ -44,6 +44,17 @@ CREATE TABLE IF NOT EXISTS state (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 """
 
 
+def check_rows(metadata, n: int, columns: list[str]) -> None:
+    """``metadata`` is one dict per embedding (``n``) with exactly the gallery's ``columns``, or a ValueError naming the row."""
+    if not isinstance(metadata, list) or len(metadata) != n:
+        got = len(metadata) if isinstance(metadata, list) else type(metadata).__name__
+        raise ValueError(f"metadata has {got} entries for {n} embeddings; they must match one to one")
+    for i, m in enumerate(metadata):
+        if not isinstance(m, dict) or set(m) != set(columns):
+            got = sorted(m) if isinstance(m, dict) else type(m).__name__
+            raise ValueError(f"metadata[{i}] must have exactly the gallery's fields {columns}; got {got}")
+
+
 class NotFound(KeyError):
     """A gallery id that is not in the gallery (never added, or deleted)."""
 
@@ -153,12 +164,8 @@ class DurableGallery:
     def add(self, vectors: np.ndarray, metadata: list[dict]) -> list[int]:
         """Commit, then apply; returns the new gallery ids. Vectors and metadata are checked before anything is written."""
         x = self.index.check_vectors(vectors, "embeddings")
-        if len(metadata) != len(x):
-            raise ValueError(f"metadata has {len(metadata)} entries for {len(x)} embeddings; they must match one to one")
+        check_rows(metadata, len(x), self.columns)
         for i, m in enumerate(metadata):
-            if not isinstance(m, dict) or set(m) != set(self.columns):
-                got = sorted(m) if isinstance(m, dict) else type(m).__name__
-                raise ValueError(f"metadata[{i}] must have exactly the gallery's fields {self.columns}; got {got}")
             for key, v in m.items():  # accept only what JSON, SQLite and the index all give back as it came
                 ok = v is None or isinstance(v, (str, bool)) or (isinstance(v, int) and -(2**63) <= v < 2**63) or (
                     isinstance(v, float) and math.isfinite(v))
