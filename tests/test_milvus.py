@@ -1,10 +1,7 @@
 """The service on Milvus (Milvus Lite, the milvus extra): the same API, filters, and no acknowledged write lost to kill -9."""
 import os
-import signal
 import subprocess
 import sys
-import threading
-import time
 
 import numpy as np
 import pandas as pd
@@ -16,7 +13,7 @@ httpx = pytest.importorskip("httpx")
 pytest.importorskip("fastapi")
 
 from conftest import run_tool_here  # noqa: E402
-from test_serve import ROOT, Server, _checkpoint  # noqa: E402
+from test_serve import ROOT, Server, _checkpoint, kill_mid_stream  # noqa: E402
 
 from reid_htg.retrieval import GalleryIndexError  # noqa: E402
 from reid_htg.serve.milvus_store import MilvusGallery, milvus_filter  # noqa: E402
@@ -101,47 +98,4 @@ def test_kill_9_mid_stream_loses_no_acknowledged_write_on_milvus(tmp_path):
     subprocess.run([sys.executable, os.path.join(ROOT, "tools", "build_index.py"), "--embeddings", str(tmp_path / "e.npz"), "--backend", "milvus",
                     "--uri", str(tmp_path / "k.db")], check=True, capture_output=True, timeout=300)
     server = Server(tmp_path, None, ckpt, "--backend", "milvus", "--uri", str(tmp_path / "k.db")).start()
-    acked_adds, acked_deletes, stop, in_flight = {}, set(), threading.Event(), {}
-
-    def stream():
-        with httpx.Client(base_url=server.url, timeout=10) as c:
-            i = 0
-            while not stop.is_set():
-                try:
-                    if i % 3 == 2 and len(acked_adds) > len(acked_deletes):
-                        gid = sorted(set(acked_adds) - acked_deletes)[0]
-                        in_flight["delete"] = gid
-                        if c.delete(f"/items/{gid}").status_code == 200:
-                            acked_deletes.add(gid)
-                    else:
-                        r = c.post("/items", json={"embeddings": rng.standard_normal((1, 512)).tolist(), "metadata": [{"path": f"s{i}"}]})
-                        if r.status_code == 200:
-                            acked_adds[r.json()["ids"][0]] = f"s{i}"
-                except httpx.HTTPError:
-                    return
-                i += 1
-
-    t = threading.Thread(target=stream)
-    t.start()
-    try:
-        while len(acked_adds) < 40:
-            time.sleep(0.05)
-        server.kill()
-        stop.set()
-        t.join()
-        time.sleep(1)
-        server.start()
-        with httpx.Client(base_url=server.url) as c:
-            for gid, path in acked_adds.items():
-                r = c.get(f"/items/{gid}")
-                if gid in acked_deletes:
-                    assert r.status_code == 404, (gid, r.text)
-                elif gid != in_flight.get("delete"):
-                    assert r.status_code == 200 and r.json()["path"] == path, (gid, r.text)
-            count = c.get("/health").json()["count"]
-        expected = 50 + len(acked_adds) - len(acked_deletes)
-        assert expected - 1 <= count <= expected + 1
-    finally:
-        stop.set()
-        if server.proc.poll() is None:
-            server.kill(signal.SIGTERM)
+    kill_mid_stream(server, 50, lambda i: {"path": f"s{i}"}, acks=40)

@@ -242,11 +242,11 @@ def test_images_against_an_index_of_another_model_are_refused(served):
         other.kill(signal.SIGTERM)
 
 
-def test_kill_9_mid_stream_loses_no_acknowledged_write(tmp_path, served):
+def kill_mid_stream(server, start_count: int, metadata, acks: int, dim: int = 512) -> None:
+    """A stream of adds and deletes, ``kill -9`` once ``acks`` adds were acknowledged, restart: every acknowledged
+    write is there (deletes gone), at most the one write in flight applied, whole. ``metadata(i)``: the i-th add's fields."""
     import threading
 
-    src_tmp, _, _ = served
-    server = Server(tmp_path, src_tmp / "index", str(src_tmp / "last.pt"), "--fold-every", "25").start()
     rng = np.random.default_rng(2)
     acked_adds, acked_deletes, stop = {}, set(), threading.Event()
     in_flight = {}  # the request under way when the server died: committed or not, never acknowledged
@@ -256,16 +256,16 @@ def test_kill_9_mid_stream_loses_no_acknowledged_write(tmp_path, served):
             i = 0
             while not stop.is_set():
                 try:
-                    if i % 3 == 2 and acked_adds:
+                    if i % 3 == 2 and len(acked_adds) > len(acked_deletes):
                         gid = sorted(set(acked_adds) - acked_deletes)[0]
                         in_flight["delete"] = gid
                         if c.delete(f"/items/{gid}").status_code == 200:
                             acked_deletes.add(gid)
                     else:
-                        v = rng.standard_normal((1, 512)).astype(np.float32)
-                        r = c.post("/items", json={"embeddings": v.tolist(), "metadata": [{"path": f"s{i}", "pid": i}]})
+                        v = rng.standard_normal((1, dim)).astype(np.float32)
+                        r = c.post("/items", json={"embeddings": v.tolist(), "metadata": [metadata(i)]})
                         if r.status_code == 200:
-                            acked_adds[r.json()["ids"][0]] = f"s{i}"
+                            acked_adds[r.json()["ids"][0]] = metadata(i)["path"]
                 except httpx.HTTPError:
                     return  # the server is gone mid-request: that write was never acknowledged
                 i += 1
@@ -273,7 +273,7 @@ def test_kill_9_mid_stream_loses_no_acknowledged_write(tmp_path, served):
     t = threading.Thread(target=stream)
     t.start()
     try:
-        while len(acked_adds) < 60:  # past two snapshot folds
+        while len(acked_adds) < acks:
             time.sleep(0.05)
         server.kill()  # SIGKILL in the middle of the stream
         stop.set()
@@ -287,12 +287,18 @@ def test_kill_9_mid_stream_loses_no_acknowledged_write(tmp_path, served):
                 elif gid != in_flight.get("delete"):
                     assert r.status_code == 200 and r.json()["path"] == path, (gid, r.text)
             count = c.get("/health").json()["count"]
-        expected = 200 + len(acked_adds) - len(acked_deletes)
+        expected = start_count + len(acked_adds) - len(acked_deletes)
         assert expected - 1 <= count <= expected + 1  # at most the one write in flight, committed but not acknowledged, and whole
     finally:
         stop.set()
         if server.proc.poll() is None:
             server.kill(signal.SIGTERM)
+
+
+def test_kill_9_mid_stream_loses_no_acknowledged_write(tmp_path, served):
+    src_tmp, _, _ = served
+    server = Server(tmp_path, src_tmp / "index", str(src_tmp / "last.pt"), "--fold-every", "25").start()
+    kill_mid_stream(server, 200, lambda i: {"path": f"s{i}", "pid": i}, acks=60)  # past two snapshot folds
 
 
 def test_one_service_per_data_folder(served):

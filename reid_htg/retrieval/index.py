@@ -73,47 +73,65 @@ def check_params(params: dict) -> dict:
 FILTER_OPS = ("eq", "in", "gt", "gte", "lt", "lte")
 
 
-def filter_mask(columns: dict, n: int, where: dict) -> np.ndarray:
-    """(n,) bool: the rows whose metadata pass a structured filter (conditions combined with and).
+def column_kind(dtype) -> str:
+    """``int``, ``float``, ``bool`` or ``text``: what a metadata column holds, as filters and stores see it."""
+    try:
+        k = np.dtype(dtype).kind
+    except TypeError:  # a pandas extension dtype (str, category ...)
+        return "text"
+    return {"i": "int", "u": "int", "f": "float", "b": "bool"}.get(k, "text")
+
+
+def parse_filter(where, kinds: dict[str, str]) -> list[tuple[str, str, object]]:
+    """A structured filter checked against the columns' kinds: ``[(column, operator, value)]``, combined with and.
 
     ``where`` maps a column to a value (equality) or to operators: ``{"camid": {"in": [3, 4]}, "time": {"gte": 1700000000}}``;
-    operators are :data:`FILTER_OPS`. Never an expression string: columns, operators and value types are checked here.
+    operators are :data:`FILTER_OPS`. Never an expression string. The one checker of both gallery stores (FAISS
+    applies the conditions with numpy, Milvus renders them as an expression).
 
     Raises:
         GalleryIndexError: an unknown column or operator, or a value of the wrong type for its column.
     """
     if not isinstance(where, dict):
         raise GalleryIndexError(f"a filter is a mapping of column -> value or -> {{operator: value}}, got {type(where).__name__}")
-    mask = np.ones(n, bool)
+    out = []
     for col, cond in where.items():
-        if col not in columns:
-            raise GalleryIndexError(f"filter column {col!r} is not a metadata column; columns: {sorted(columns)}")
-        values = np.asarray(columns[col][:n])
-        numeric = values.dtype.kind in "iufb"
+        if col not in kinds:
+            raise GalleryIndexError(f"filter column {col!r} is not a metadata column; columns: {sorted(kinds)}")
+        kind = kinds[col]
         conds = cond if isinstance(cond, dict) else {"eq": cond}
         if not conds:
             raise GalleryIndexError(f"filter on {col!r} has no condition")
         for op, v in conds.items():
             if op not in FILTER_OPS:
                 raise GalleryIndexError(f"unknown filter operator {op!r} on {col!r}; use one of {list(FILTER_OPS)}")
-            items = v if op == "in" else [v]
             if op == "in" and not isinstance(v, list):
                 raise GalleryIndexError(f"filter {col!r}: 'in' takes a list, got {v!r}")
-            for x in items:
-                ok = (isinstance(x, (int, float)) and not isinstance(x, bool) and np.isfinite(x)) if numeric else isinstance(x, str)
-                if values.dtype.kind == "b":
-                    ok = isinstance(x, bool)
-                if not ok:
-                    kind = "a number" if numeric else "text"
-                    raise GalleryIndexError(f"filter {col!r} {op}: {x!r} is not {kind}, as the column is")
-            if op in ("gt", "gte", "lt", "lte") and not numeric:
+            if op in ("gt", "gte", "lt", "lte") and kind not in ("int", "float"):
                 raise GalleryIndexError(f"filter {col!r}: {op} needs a numeric column")
-            if op == "eq":
-                mask &= values == v
-            elif op == "in":
-                mask &= np.isin(values, np.asarray(v, dtype=values.dtype if numeric else object)) if v else False
-            else:
-                mask &= {"gt": values > v, "gte": values >= v, "lt": values < v, "lte": values <= v}[op]
+            for x in v if op == "in" else [v]:
+                ok = {"text": isinstance(x, str), "bool": isinstance(x, bool),
+                      "int": isinstance(x, (int, float)) and not isinstance(x, bool) and np.isfinite(x),
+                      "float": isinstance(x, (int, float)) and not isinstance(x, bool) and np.isfinite(x)}[kind]
+                if not ok:
+                    what = {"text": "text", "bool": "true/false"}.get(kind, "a number")
+                    raise GalleryIndexError(f"filter {col!r} {op}: {x!r} is not {what}, as the column is")
+            out.append((col, op, v))
+    return out
+
+
+def filter_mask(columns: dict, n: int, where: dict) -> np.ndarray:
+    """(n,) bool: the rows whose metadata pass a structured filter (:func:`parse_filter`)."""
+    kinds = {c: column_kind(np.asarray(v[:n]).dtype) for c, v in columns.items()}
+    mask = np.ones(n, bool)
+    for col, op, v in parse_filter(where, kinds):
+        values = np.asarray(columns[col][:n])
+        if op == "eq":
+            mask &= values == v
+        elif op == "in":
+            mask &= np.isin(values, np.asarray(v, dtype=values.dtype if kinds[col] != "text" else object)) if v else False
+        else:
+            mask &= {"gt": values > v, "gte": values >= v, "lt": values < v, "lte": values <= v}[op]
     return mask
 
 

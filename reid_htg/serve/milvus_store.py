@@ -29,63 +29,33 @@ import math
 
 import numpy as np
 
-from reid_htg.retrieval.index import FILTER_OPS, RESERVED_COLUMNS, GalleryIndex, GalleryIndexError
+from reid_htg.retrieval.index import RESERVED_COLUMNS, GalleryIndex, GalleryIndexError, column_kind, parse_filter
 from reid_htg.serve.store import NotFound, check_rows
 
 COLLECTION, MANIFEST = "reid_htg_gallery", "reid_htg_manifest"
 _KINDS = {"int": "INT64", "float": "DOUBLE", "bool": "BOOL", "text": "VARCHAR"}
 
 
-def _kind(dtype) -> str:
-    """The Milvus field kind of a metadata column's pandas dtype (pandas' string dtypes and objects are text)."""
-    try:
-        k = np.dtype(dtype).kind
-    except TypeError:  # a pandas extension dtype (str, category ...)
-        return "text"
-    return {"i": "int", "u": "int", "f": "float", "b": "bool"}.get(k, "text")
-
-
 def _literal(v, kind: str) -> str:
-    """A value as a Milvus expression literal of its column's kind (refused when it is not of that kind)."""
+    """A checked value (:func:`parse_filter`) as a Milvus expression literal of its column's kind."""
     if kind == "text":
-        if not isinstance(v, str):
-            raise GalleryIndexError(f"filter value {v!r} is not text, as the column is")
         return json.dumps(v)  # double quotes, backslash escapes: no way out of the literal
     if kind == "bool":
-        if not isinstance(v, bool):
-            raise GalleryIndexError(f"filter value {v!r} is not true/false, as the column is")
         return "true" if v else "false"
-    if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
-        raise GalleryIndexError(f"filter value {v!r} is not a number, as the column is")
     return repr(int(v)) if kind == "int" and float(v).is_integer() else repr(float(v))
 
 
 def milvus_filter(where: dict | None, columns: dict[str, str]) -> str:
-    """A structured filter as a Milvus boolean expression over known columns (empty: no filter)."""
-    if not where:
+    """A structured filter (checked by :func:`parse_filter`) as a Milvus boolean expression (empty: no filter)."""
+    if where is None or (isinstance(where, dict) and not where):
         return ""
-    if not isinstance(where, dict):
-        raise GalleryIndexError(f"a filter is a mapping of column -> value or -> {{operator: value}}, got {type(where).__name__}")
     parts = []
-    for col, cond in where.items():
-        if col not in columns:
-            raise GalleryIndexError(f"filter column {col!r} is not a metadata column; columns: {sorted(columns)}")
-        kind = columns[col]
-        conds = cond if isinstance(cond, dict) else {"eq": cond}
-        if not conds:
-            raise GalleryIndexError(f"filter on {col!r} has no condition")
-        for op, v in conds.items():
-            if op not in FILTER_OPS:
-                raise GalleryIndexError(f"unknown filter operator {op!r} on {col!r}; use one of {list(FILTER_OPS)}")
-            if op in ("gt", "gte", "lt", "lte") and kind not in ("int", "float"):
-                raise GalleryIndexError(f"filter {col!r}: {op} needs a numeric column")
-            if op == "in":
-                if not isinstance(v, list):
-                    raise GalleryIndexError(f"filter {col!r}: 'in' takes a list, got {v!r}")
-                parts.append(f"{col} in [{', '.join(_literal(x, kind) for x in v)}]" if v else "false")
-            else:
-                sym = {"eq": "==", "gt": ">", "gte": ">=", "lt": "<", "lte": "<="}[op]
-                parts.append(f"{col} {sym} {_literal(v, kind)}")
+    for col, op, v in parse_filter(where, columns):
+        if op == "in":
+            parts.append(f"{col} in [{', '.join(_literal(x, columns[col]) for x in v)}]" if v else "false")
+        else:
+            sym = {"eq": "==", "gt": ">", "gte": ">=", "lt": "<", "lte": "<="}[op]
+            parts.append(f"{col} {sym} {_literal(v, columns[col])}")
     return " and ".join(f"({p})" for p in parts)
 
 
@@ -174,7 +144,7 @@ class MilvusGallery:
         bad = [c for c in meta.columns if c in RESERVED_COLUMNS or not str(c).isidentifier()]
         if bad:
             raise GalleryIndexError(f"metadata column(s) {bad} cannot be gallery fields (reserved, or not a plain name)")
-        kinds = {str(c): _kind(meta[c].dtype) for c in meta.columns}
+        kinds = {str(c): column_kind(meta[c].dtype) for c in meta.columns}
         probe = GalleryIndex(embeddings.shape[1], metric=metric)
         x = probe.check_vectors(embeddings, "embeddings")
         schema = MilvusClient.create_schema(auto_id=True, enable_dynamic_field=False)
