@@ -1,7 +1,9 @@
-"""The service on Milvus (Milvus Lite, the milvus extra): the same API, filters, and no acknowledged write lost to kill -9."""
+"""The Milvus backend's own parts (Milvus Lite, the milvus extra): filters as quoted expressions, the store, loading a gallery.
+
+The service suite itself (API, bad requests, another model's gallery, kill -9, one service per gallery) runs on
+both backends in tests/test_serve.py."""
+
 import os
-import subprocess
-import sys
 
 import numpy as np
 import pandas as pd
@@ -13,7 +15,6 @@ httpx = pytest.importorskip("httpx")
 pytest.importorskip("fastapi")
 
 from conftest import run_tool_here  # noqa: E402
-from test_serve import ROOT, Server, _checkpoint, kill_mid_stream  # noqa: E402
 
 from reid_htg.retrieval import GalleryIndexError  # noqa: E402
 from reid_htg.serve.milvus_store import MilvusGallery, milvus_filter  # noqa: E402
@@ -84,18 +85,35 @@ def test_build_index_loads_an_embeddings_file_into_milvus(tmp_path):
     g.close()
 
 
-def test_kill_9_mid_stream_loses_no_acknowledged_write_on_milvus(tmp_path):
-    import torch
+def test_bad_milvus_starts_are_one_line(tmp_path):
+    """No --uri, a gallery-less Milvus Lite folder, a gallery another process holds, a second load over a gallery: one line each."""
+    import subprocess
+    import sys
 
-    from reid_htg.utils.hashing import model_fingerprint
+    from test_serve import ROOT, _checkpoint
 
     ckpt = _checkpoint(tmp_path / "last.pt")
-    fp = model_fingerprint(torch.load(ckpt, weights_only=True)["model"])
-    rng = np.random.default_rng(2)
-    np.savez(tmp_path / "e.npz", embeddings=rng.standard_normal((50, 512)).astype(np.float32), path=np.array([f"g{i}" for i in range(50)]),
-             fingerprint=np.array(fp))
-    # in a process of its own: Milvus Lite runs inside the process that opens the file, and holds it until that process ends
-    subprocess.run([sys.executable, os.path.join(ROOT, "tools", "build_index.py"), "--embeddings", str(tmp_path / "e.npz"), "--backend", "milvus",
-                    "--uri", str(tmp_path / "k.db")], check=True, capture_output=True, timeout=300)
-    server = Server(tmp_path, None, ckpt, "--backend", "milvus", "--uri", str(tmp_path / "k.db")).start()
-    kill_mid_stream(server, 50, lambda i: {"path": f"s{i}"}, acks=40)
+    np.savez(tmp_path / "e.npz", embeddings=np.random.default_rng(1).standard_normal((10, 512)).astype(np.float32), path=np.array([f"p{i}" for i in range(10)]))
+
+    def tool(name, *args, timeout=300):
+        return subprocess.run([sys.executable, os.path.join(ROOT, "tools", name), *map(str, args)], capture_output=True, text=True, timeout=timeout)
+
+    assert tool("build_index.py", "--embeddings", tmp_path / "e.npz", "--backend", "milvus", "--uri", tmp_path / "g.db").returncode == 0
+    serve = ("serve.py", "--checkpoint", ckpt, "--backend", "milvus", "--port", "1")
+    holder = subprocess.Popen([sys.executable, "-c", "import sys, time; from reid_htg.serve.milvus_store import MilvusGallery; "
+                               "g = MilvusGallery(sys.argv[1]); print('open', flush=True); time.sleep(600)", str(tmp_path / "g.db")],
+                              stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "open"
+        cases = [(serve, "needs --uri"), ((*serve, "--uri", tmp_path / "none.db"), "holds no reid-htg gallery"),
+                 ((*serve, "--uri", tmp_path / "g.db"), "another process"),
+                 (("build_index.py", "--embeddings", tmp_path / "e.npz", "--backend", "milvus", "--uri", tmp_path / "g.db"), "another process")]
+        for args, word in cases:
+            res = tool(*args)
+            assert res.returncode != 0 and "Traceback" not in res.stderr and word in res.stderr, (args, res.stderr[-2000:])
+            assert res.stderr.strip().splitlines()[-1].startswith("error:"), res.stderr[-2000:]
+    finally:
+        holder.kill()
+        holder.wait()
+    res = tool("build_index.py", "--embeddings", tmp_path / "e.npz", "--backend", "milvus", "--uri", tmp_path / "g.db")
+    assert res.returncode != 0 and "already holds" in res.stderr and "Traceback" not in res.stderr, res.stderr[-2000:]

@@ -1,4 +1,5 @@
-"""ONNX export parity, the embedder, and the HTTP service against a real uvicorn process (the serve extra)."""
+"""ONNX export parity, the embedder, and the HTTP service against a real uvicorn process (the serve extra), on both gallery backends."""
+import importlib.util
 import json
 import os
 import signal
@@ -134,22 +135,51 @@ class Server:
         self.proc.wait(timeout=30)
 
 
-@pytest.fixture(scope="module")
-def served(tmp_path_factory):
+BACKENDS = ["faiss", pytest.param("milvus", marks=pytest.mark.skipif(
+    not all(importlib.util.find_spec(m) for m in ("pymilvus", "milvus_lite")), reason="the milvus extra"))]
+
+
+def milvus_gallery(tmp, name, x, fingerprint, **columns) -> list[str]:
+    """A Milvus Lite gallery ``tmp/name.db`` of ``x`` loaded by tools/build_index.py; the service arguments that open it.
+
+    In a process of its own: Milvus Lite runs inside the process that opens the gallery and holds it until that process ends."""
+    np.savez(tmp / f"{name}.npz", embeddings=x, fingerprint=np.array(fingerprint), **columns)
+    subprocess.run([sys.executable, os.path.join(ROOT, "tools", "build_index.py"), "--embeddings", str(tmp / f"{name}.npz"), "--backend", "milvus",
+                    "--uri", str(tmp / f"{name}.db")], check=True, capture_output=True, timeout=300)
+    return ["--backend", "milvus", "--uri", str(tmp / f"{name}.db")]
+
+
+@pytest.fixture(scope="module", params=BACKENDS)
+def served(request, tmp_path_factory):
+    """The service on each backend, over the same 200 x 512 gallery (columns path, pid), and where its galleries are.
+
+    Yields (tmp, server, x, backend, gallery): ``gallery(name, tmp)`` gives the start arguments of the gallery
+    ``index`` (this model's) or ``other`` (built by "another-model"), for a second server with data under ``tmp``."""
     from reid_htg.utils.hashing import model_fingerprint
 
-    tmp = tmp_path_factory.mktemp("serve")
+    backend = request.param
+    tmp = tmp_path_factory.mktemp(f"serve_{backend}")
     ckpt = _checkpoint(tmp / "last.pt")
     fp = model_fingerprint(torch.load(ckpt, weights_only=True)["model"])
     rng = np.random.default_rng(0)
     x = rng.standard_normal((200, 512)).astype(np.float32)
-    import pandas as pd
+    columns = {"path": np.array([f"g{i}.jpg" for i in range(200)]), "pid": np.arange(200) // 4}
+    if backend == "faiss":
+        import pandas as pd
 
-    meta = pd.DataFrame({"path": [f"g{i}.jpg" for i in range(200)], "pid": np.arange(200) // 4})
-    GalleryIndex.build(x, meta, index_type="hnsw", fingerprint=fp).save(str(tmp / "index"))
-    GalleryIndex.build(x, meta, index_type="flat", fingerprint="another-model").save(str(tmp / "other"))
-    server = Server(tmp, tmp / "index", ckpt, "--api-key", "s3cret", "--fold-every", "7").start()
-    yield tmp, server, x
+        meta = pd.DataFrame(columns)
+        GalleryIndex.build(x, meta, index_type="hnsw", fingerprint=fp).save(str(tmp / "index"))
+        GalleryIndex.build(x, meta, index_type="flat", fingerprint="another-model").save(str(tmp / "other"))
+
+        def gallery(name, where):
+            return ["--index", str(tmp / name), "--data-dir", str(where / "svc")]
+    else:
+        where = {"index": milvus_gallery(tmp, "index", x, fp, **columns), "other": milvus_gallery(tmp, "other", x, "another-model", **columns)}
+
+        def gallery(name, _):
+            return where[name]
+    server = Server(tmp, None, ckpt, *gallery("index", tmp), "--api-key", "s3cret", "--fold-every", "7").start()
+    yield tmp, server, x, backend, gallery
     server.kill(signal.SIGTERM)
 
 
@@ -157,29 +187,36 @@ KEY = {"X-API-Key": "s3cret"}
 
 
 def test_search_add_get_delete_restart(served):
-    tmp, server, x = served
+    tmp, server, x, backend, _ = served
     h = httpx.get(server.url + "/health").json()
     assert h["status"] == "ok" and h["count"] == 200 and h["dim"] == 512 and h["fingerprint"] == h["model_fingerprint"]
     r = httpx.post(server.url + "/search", json={"embeddings": x[:3].tolist(), "k": 5}).json()["results"]
-    assert len(r) == 3 and [q[0]["gallery_id"] for q in r] == [0, 1, 2] and set(r[0][0]) >= {"gallery_id", "distance", "path", "pid"}
+    assert len(r) == 3 and [q[0]["path"] for q in r] == ["g0.jpg", "g1.jpg", "g2.jpg"] and set(r[0][0]) >= {"gallery_id", "distance", "path", "pid"}
+    if backend == "faiss":
+        assert [q[0]["gallery_id"] for q in r] == [0, 1, 2]  # FAISS numbers the gallery's rows; Milvus makes its own ids
     new = np.random.default_rng(1).standard_normal((2, 512)).astype(np.float32)
     ids = httpx.post(server.url + "/items", json={"embeddings": new.tolist(), "metadata": [{"path": "n0.jpg", "pid": 900}, {"path": "n1.jpg", "pid": 901}]},
                      headers=KEY).json()["ids"]
-    assert ids == [200, 201] and httpx.get(server.url + "/items/201").json()["pid"] == 901
+    assert len(set(ids)) == 2 and not set(ids) & {q[0]["gallery_id"] for q in r} and (backend != "faiss" or ids == [200, 201])
+    assert httpx.get(server.url + f"/items/{ids[1]}").json()["pid"] == 901
     top = httpx.post(server.url + "/search", json={"embeddings": new[:1].tolist(), "k": 1}).json()["results"][0][0]
-    assert top["gallery_id"] == 200 and top["distance"] < 1e-5
-    assert httpx.delete(server.url + "/items/5", headers=KEY).json() == {"deleted": 5}
-    assert httpx.get(server.url + "/items/5").status_code == 404
+    assert top["gallery_id"] == ids[0] and top["distance"] < 1e-5
+    five = httpx.post(server.url + "/search", json={"embeddings": x[5:6].tolist(), "k": 1}).json()["results"][0][0]
+    assert five["path"] == "g5.jpg"
+    assert httpx.delete(server.url + f"/items/{five['gallery_id']}", headers=KEY).json() == {"deleted": five["gallery_id"]}
+    assert httpx.get(server.url + f"/items/{five['gallery_id']}").status_code == 404
     images = _images(tmp / "upload", n=2)
     files = [("files", (os.path.basename(p), open(p, "rb").read(), "image/png")) for p in images]
     res = httpx.post(server.url + "/search", files=files, data={"k": "3"})
     assert res.status_code == 200 and [len(q) for q in res.json()["results"]] == [3, 3]
     res = httpx.post(server.url + "/items", files=files, data={"metadata": json.dumps([{"path": "u0", "pid": 7}, {"path": "u1", "pid": 8}])}, headers=KEY)
-    assert res.json()["ids"] == [202, 203]
+    uploaded = res.json()["ids"]
+    assert len(uploaded) == 2 and (backend != "faiss" or uploaded == [202, 203])
     server.kill(signal.SIGTERM)
     server.start()  # everything acknowledged is back after a restart
     assert httpx.get(server.url + "/health").json()["count"] == 200 + 2 + 2 - 1
-    assert httpx.get(server.url + "/items/5").status_code == 404 and httpx.get(server.url + "/items/203").json()["path"] == "u1"
+    assert httpx.get(server.url + f"/items/{five['gallery_id']}").status_code == 404
+    assert httpx.get(server.url + f"/items/{uploaded[1]}").json()["path"] == "u1"
 
 
 BAD = [  # method, path, kwargs, status, word
@@ -202,7 +239,7 @@ BAD = [  # method, path, kwargs, status, word
     ("post", "/search", {"json": {"embeddings": [[0.1] * 512] * 200, "k": 1000}}, 422, "results"),
     ("post", "/search", {"content": b"[" * 10000 + b"]" * 10000, "headers": {"content-type": "application/json"}}, 400, "JSON"),
     ("post", "/search", {"json": {"embeddings": [[True] * 512], "k": 3}}, 422, "true/false"),
-    ("post", "/search", {"content": (b"x" * (1 << 20) for _ in range(40)), "headers": {"content-type": "application/json"}}, 413, "limit"),
+    ("post", "/search", {"content": "chunked-40-mb", "headers": {"content-type": "application/json"}}, 413, "limit"),  # no length given
     ("post", "/search", {"content": "multipart-with-trailing-bytes", "headers": {"content-type": "multipart/form-data; boundary=zz"}},
      413, "limit"),  # a valid image part, then 40 MB after the closing boundary, chunked: counted as it streams
     ("delete", "/items/99999", {"headers": KEY}, 404, "not in the gallery"),
@@ -223,17 +260,19 @@ def _multipart_with_trailing_bytes(tmp):
 
 @pytest.mark.parametrize("method,path,kwargs,status,word", BAD, ids=[f"{b[0]} {b[1]} {b[3]} {b[4]}" for b in BAD])
 def test_bad_requests_get_a_4xx_naming_the_problem(served, method, path, kwargs, status, word):
-    tmp, server, _ = served
-    if kwargs.get("content") == "multipart-with-trailing-bytes":
+    tmp, server, *_ = served
+    if kwargs.get("content") == "multipart-with-trailing-bytes":  # streamed bodies: a fresh generator for each backend
         kwargs = dict(kwargs, content=_multipart_with_trailing_bytes(tmp))
+    elif kwargs.get("content") == "chunked-40-mb":
+        kwargs = dict(kwargs, content=(b"x" * (1 << 20) for _ in range(40)))
     res = getattr(httpx, method)(server.url + path, timeout=60, **kwargs) if method != "post" else httpx.post(server.url + path, timeout=60, **kwargs)
     assert res.status_code == status, res.text[:500]
     assert word in res.json()["error"], res.json()
 
 
 def test_images_against_an_index_of_another_model_are_refused(served):
-    tmp, _, _ = served
-    other = Server(tmp / "o", tmp / "other", str(tmp / "last.pt")).start()
+    tmp, _, _, _, gallery = served
+    other = Server(tmp / "o", None, str(tmp / "last.pt"), *gallery("other", tmp / "o")).start()
     try:
         files = [("files", ("a.png", open(_images(tmp / "o_img", n=1)[0], "rb").read(), "image/png"))]
         res = httpx.post(other.url + "/search", files=files)
@@ -296,18 +335,27 @@ def kill_mid_stream(server, start_count: int, metadata, acks: int, dim: int = 51
 
 
 def test_kill_9_mid_stream_loses_no_acknowledged_write(tmp_path, served):
-    src_tmp, _, _ = served
-    server = Server(tmp_path, src_tmp / "index", str(src_tmp / "last.pt"), "--fold-every", "25").start()
-    kill_mid_stream(server, 200, lambda i: {"path": f"s{i}", "pid": i}, acks=60)  # past two snapshot folds
+    src_tmp, _, x, backend, gallery = served
+    if backend == "faiss":
+        where = gallery("index", tmp_path)  # the same starting index, a fresh data folder
+    else:  # a gallery of its own: the running service holds the fixture's Milvus Lite gallery
+        from reid_htg.utils.hashing import model_fingerprint
+
+        fp = model_fingerprint(torch.load(src_tmp / "last.pt", weights_only=True)["model"])
+        where = milvus_gallery(tmp_path, "kill", x, fp, path=np.array([f"g{i}" for i in range(200)]), pid=np.arange(200))
+    server = Server(tmp_path, None, str(src_tmp / "last.pt"), *where, "--fold-every", "25").start()
+    kill_mid_stream(server, 200, lambda i: {"path": f"s{i}", "pid": i}, acks=60)  # FAISS: past two snapshot folds
 
 
 def test_one_service_per_data_folder(served):
-    tmp, server, _ = served
-    with pytest.raises(AssertionError, match="in use by another service"):
-        Server(tmp, tmp / "index", str(tmp / "last.pt")).start()  # the same --data-dir as the running server
+    tmp, server, _, backend, gallery = served
+    word = "in use by another service" if backend == "faiss" else "another process"
+    with pytest.raises(AssertionError, match=word):
+        Server(tmp, None, str(tmp / "last.pt"), *gallery("index", tmp)).start()  # the running server's data folder / Milvus Lite gallery
     assert httpx.get(server.url + "/health").status_code == 200
 
 
+# The FAISS store's own machinery (snapshots, folds, disk faults); Milvus keeps its own.
 def _gallery(tmp, n=20, fold_every=5):
     import pandas as pd
 

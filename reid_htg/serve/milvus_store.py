@@ -25,6 +25,7 @@ quoted literals: a client never sends an expression string.
 from __future__ import annotations
 
 import json
+import logging
 import math
 
 import numpy as np
@@ -116,7 +117,7 @@ class MilvusGallery:
         except ImportError:
             raise GalleryIndexError('the milvus backend needs the milvus extra: pip install -e ".[milvus]"') from None
         self.uri, self.flush = uri, flush
-        self.client = MilvusClient(uri)
+        self.client = _connect(MilvusClient, uri)
         if not self.client.has_collection(COLLECTION):
             raise GalleryIndexError(f"{uri} holds no reid-htg gallery; load one with tools/build_index.py --backend milvus --uri {uri}")
         for name in (COLLECTION, MANIFEST):
@@ -137,7 +138,7 @@ class MilvusGallery:
         """
         from pymilvus import DataType, MilvusClient
 
-        client = MilvusClient(uri)
+        client = _connect(MilvusClient, uri)
         if client.has_collection(COLLECTION):
             raise GalleryIndexError(f"{uri} already holds a reid-htg gallery; add to it through the service, or use another --uri")
         meta = metadata.drop(columns=[c for c in ("gallery_id",) if c in metadata.columns]).reset_index(drop=True)
@@ -206,6 +207,24 @@ class MilvusGallery:
 
     def close(self) -> None:
         self.client.close()
+
+
+def _connect(client_class, uri: str):
+    """A ``MilvusClient`` on ``uri``, or one line saying why not (pymilvus raises a bare "Open local milvus failed")."""
+    local = "://" not in str(uri)
+    log = logging.getLogger("milvus_lite")  # logs a failed start with its traceback; the error below says it in one line
+    level = log.level
+    log.setLevel(logging.CRITICAL)
+    try:
+        return client_class(str(uri))
+    except Exception as exc:  # noqa: BLE001 - pymilvus raises its own exception types
+        if local:
+            raise GalleryIndexError(f"cannot open the Milvus Lite gallery {uri} ({getattr(exc, 'message', exc)}): is another process (a running service, "
+                                    "tools/build_index.py) using it? Milvus Lite serves one process per gallery; several service processes need a "
+                                    "Milvus server (--uri http://HOST:19530)") from None
+        raise GalleryIndexError(f"cannot reach Milvus at {uri}: {getattr(exc, 'message', exc)}") from None
+    finally:
+        log.setLevel(level)
 
 
 def _plain(row: dict) -> dict:
