@@ -117,3 +117,27 @@ def test_bad_milvus_starts_are_one_line(tmp_path):
         holder.wait()
     res = tool("build_index.py", "--embeddings", tmp_path / "e.npz", "--backend", "milvus", "--uri", tmp_path / "g.db")
     assert res.returncode != 0 and "already holds" in res.stderr and "Traceback" not in res.stderr, res.stderr[-2000:]
+
+
+def test_the_vector_index_is_chosen_kept_and_checked(tmp_path):
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((300, 16)).astype(np.float32)
+    meta = pd.DataFrame({"camid": np.arange(300) % 3})
+    g = MilvusGallery.create(str(tmp_path / "h.db"), x, meta, index_type="hnsw", ef_search=16)
+    assert g.index.vector_index == {"type": "hnsw", "params": {"hnsw_m": 32, "ef_construction": 80, "ef_search": 16}}
+    hits = g.index.search_records(x[:20], k=20)  # k above ef_search: ef is raised to k
+    assert all(len(h) == 20 for h in hits) and sum(h[0]["distance"] < 1e-5 for h in hits) >= 19
+    g.close()
+    again = MilvusGallery(str(tmp_path / "h.db"))
+    assert again.index.vector_index["type"] == "hnsw"  # from the manifest: every service process searches alike
+    again.close()
+    for kind, params, word in (("ivfpq", {}, "not offered on the milvus backend"), ("hnsw", {"nlist": 4}, "do not apply"), ("ivf", {"nprobe": 0}, "nprobe")):
+        with pytest.raises(GalleryIndexError, match=word):
+            MilvusGallery.create(str(tmp_path / f"bad_{kind}.db"), x, meta, index_type=kind, **params)
+    res = run_tool_here("build_index.py", "--embeddings", _npz(tmp_path, x), "--backend", "milvus", "--uri", tmp_path / "i.db", "--index", "ivf", "nlist=8")
+    assert "milvus gallery (ivf" in res.stdout
+
+
+def _npz(tmp, x):
+    np.savez(tmp / "x.npz", embeddings=x, path=np.array([f"p{i}" for i in range(len(x))]))
+    return tmp / "x.npz"

@@ -1,10 +1,11 @@
 """Build a gallery index folder from an embeddings file.
 
     python tools/build_index.py --embeddings gallery.npz --out gallery_index [--index auto|flat|hnsw|ivf|ivfpq] [--metric cosine|euclidean] [nprobe=32 ...]
-    python tools/build_index.py --embeddings gallery.npz --backend milvus --uri gallery.db     # a Milvus gallery (Lite file or http://HOST:19530)
+    python tools/build_index.py --embeddings gallery.npz --backend milvus --uri gallery.db [--index auto|flat|hnsw|ivf]  # a Milvus gallery
 
 `auto` picks flat up to 100k vectors, HNSW up to 2M, IVF-PQ (with exact
-re-ranking) beyond. Extra key=value pairs set index parameters (hnsw_m,
+re-ranking) beyond (on Milvus, a Lite file or http://HOST:19530: flat up to
+100k, HNSW beyond; no IVF-PQ). Extra key=value pairs set index parameters (hnsw_m,
 ef_search, ef_construction, nlist, nprobe, pq_m, rerank).
 """
 from __future__ import annotations
@@ -35,23 +36,27 @@ def main(argv=None) -> int:
         emb, meta, fp = load_embeddings(args.embeddings)
     except EmbeddingsFileError as exc:
         raise SystemExit(f"error: {exc}") from None
+    params = {}
+    for item in args.params:
+        key, _, value = item.partition("=")
+        params[key] = yaml.safe_load(value)
     if args.backend == "milvus":
         if not args.uri or args.out:
             raise SystemExit("error: --backend milvus takes --uri (a Milvus Lite file or http://HOST:19530), not --out")
         from reid_htg.serve.milvus_store import MilvusGallery
 
         t = time.perf_counter()
-        gallery = MilvusGallery.create(args.uri, emb, meta, metric=args.metric, fingerprint=fp)
-        print(f"milvus gallery ({args.metric}) of {len(gallery.index)} x {gallery.index.dim} from model {fp} -> {args.uri} "
+        try:
+            gallery = MilvusGallery.create(args.uri, emb, meta, metric=args.metric, fingerprint=fp, index_type=args.index, **params)
+        except GalleryIndexError as exc:
+            raise SystemExit(f"error: {exc}") from None
+        vi = gallery.index.vector_index
+        print(f"milvus gallery ({vi['type']}, {args.metric}) of {len(gallery.index)} x {gallery.index.dim} from model {fp} -> {args.uri} "
               f"in {time.perf_counter() - t:.1f}s")
         gallery.close()
         return 0
     if not args.out:
         raise SystemExit("error: --out (the index folder to write) is needed with the faiss backend")
-    params = {}
-    for item in args.params:
-        key, _, value = item.partition("=")
-        params[key] = yaml.safe_load(value)
     t = time.perf_counter()
     try:
         index = GalleryIndex.build(emb, meta, metric=args.metric, index_type=args.index, fingerprint=fp, **params)

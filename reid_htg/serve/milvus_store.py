@@ -18,6 +18,11 @@ into a segment: ``flush=True`` (``tools/serve.py --milvus-flush``) also calls
 ``flush`` before acknowledging, at about 25 ms a write on Milvus Lite here, for
 deployments that want each write sealed. Not tested here against a server.
 
+Vector index: ``index_type`` ``flat`` (exact; Milvus FLAT), ``hnsw`` (HNSW, ``hnsw_m`` and
+``ef_construction`` at build, ``ef_search`` at search) or ``ivf`` (IVF_FLAT, ``nlist``, ``nprobe``),
+the FAISS store's names and parameters; ``auto``: flat up to 100k vectors, HNSW beyond. Kept in the
+manifest, so every service process searches the gallery the same way.
+
 Filters are structured (:func:`reid_htg.retrieval.index.filter_mask`'s
 language) and translated into Milvus expressions with checked column names and
 quoted literals: a client never sends an expression string.
@@ -34,6 +39,24 @@ from reid_htg.retrieval.index import RESERVED_COLUMNS, GalleryIndex, GalleryInde
 from reid_htg.serve.store import NotFound, check_rows
 
 COLLECTION, MANIFEST = "reid_htg_gallery", "reid_htg_manifest"
+MILVUS_INDEX = {"flat": "FLAT", "hnsw": "HNSW", "ivf": "IVF_FLAT"}
+_PARAMS = {"flat": (), "hnsw": ("hnsw_m", "ef_construction", "ef_search"), "ivf": ("nlist", "nprobe")}
+
+
+def index_settings(index_type: str, n: int, params: dict | None = None) -> dict:
+    """The vector index of a new Milvus gallery of ``n`` vectors: ``{"type", "params"}``, defaults filled, checked by name."""
+    from reid_htg.retrieval.index import check_params
+
+    if index_type == "auto":
+        index_type = "flat" if n <= 100_000 else "hnsw"
+    if index_type not in MILVUS_INDEX:
+        raise GalleryIndexError(f"index type {index_type!r} is not offered on the milvus backend; use one of {list(MILVUS_INDEX)} or auto")
+    params = check_params(dict(params or {}))
+    extra = sorted(set(params) - set(_PARAMS[index_type]))
+    if extra:
+        raise GalleryIndexError(f"parameter(s) {extra} do not apply to a {index_type} index on milvus (it takes {list(_PARAMS[index_type]) or 'none'})")
+    defaults = {"hnsw": {"hnsw_m": 32, "ef_construction": 80, "ef_search": 64}, "ivf": {"nlist": max(1, min(65536, int(4 * n ** 0.5))), "nprobe": 16}}
+    return {"type": index_type, "params": {**defaults.get(index_type, {}), **params}}
 _KINDS = {"int": "INT64", "float": "DOUBLE", "bool": "BOOL", "text": "VARCHAR"}
 
 
@@ -69,6 +92,7 @@ class MilvusIndex:
         self.client = client
         self.dim, self.metric, self.fingerprint = int(manifest["dim"]), manifest["metric"], manifest.get("fingerprint")
         self.kinds: dict[str, str] = dict(manifest["columns"])
+        self.vector_index = manifest.get("index", {"type": "flat", "params": {}})  # galleries loaded before the choice: FLAT
 
     check_vectors = GalleryIndex.check_vectors  # the same checks: dimension, NaN/inf, zero rows; normalised for cosine
     _check_fingerprint = GalleryIndex._check_fingerprint
@@ -87,8 +111,13 @@ class MilvusIndex:
         if k < 1:
             raise GalleryIndexError(f"k must be >= 1, got {k}")
         expr = milvus_filter(where, self.kinds)
-        res = self.client.search(COLLECTION, data=q.tolist(), limit=k, filter=expr, output_fields=list(self.kinds),
-                                 search_params={"metric_type": "COSINE" if self.metric == "cosine" else "L2"})
+        search = {"metric_type": "COSINE" if self.metric == "cosine" else "L2"}
+        p = self.vector_index["params"]
+        if self.vector_index["type"] == "hnsw":
+            search["params"] = {"ef": max(int(p["ef_search"]), k)}  # Milvus needs ef >= k
+        elif self.vector_index["type"] == "ivf":
+            search["params"] = {"nprobe": int(p["nprobe"])}
+        res = self.client.search(COLLECTION, data=q.tolist(), limit=k, filter=expr, output_fields=list(self.kinds), search_params=search)
         out = []
         for hits in res:
             rows = []
@@ -130,14 +159,17 @@ class MilvusGallery:
 
     @classmethod
     def create(cls, uri: str, embeddings: np.ndarray, metadata, metric: str = "cosine", fingerprint: str | None = None,
-               flush: bool = False) -> MilvusGallery:
+               flush: bool = False, index_type: str = "auto", **params) -> MilvusGallery:
         """A new gallery at ``uri`` from embeddings (N, D) and their metadata table (columns become the gallery's fields).
+
+        ``index_type`` and ``params``: the vector index (see the module docstring).
 
         Raises:
             GalleryIndexError: ``uri`` already holds a gallery, or the data cannot be stored (a reserved column name ...).
         """
         from pymilvus import DataType, MilvusClient
 
+        vector_index = index_settings(index_type, len(embeddings), params)
         client = _connect(MilvusClient, uri)
         if client.has_collection(COLLECTION):
             raise GalleryIndexError(f"{uri} already holds a reid-htg gallery; add to it through the service, or use another --uri")
@@ -154,7 +186,10 @@ class MilvusGallery:
         for c, kind in kinds.items():
             schema.add_field(c, getattr(DataType, _KINDS[kind]), **({"max_length": 65535} if kind == "text" else {}))
         index = client.prepare_index_params()
-        index.add_index("vector", index_type="FLAT", metric_type="COSINE" if metric == "cosine" else "L2")
+        p = vector_index["params"]
+        build = {"hnsw": lambda: {"M": int(p["hnsw_m"]), "efConstruction": int(p["ef_construction"])}, "ivf": lambda: {"nlist": int(p["nlist"])}}
+        index.add_index("vector", index_type=MILVUS_INDEX[vector_index["type"]], metric_type="COSINE" if metric == "cosine" else "L2",
+                        params=build.get(vector_index["type"], dict)())
         client.create_collection(COLLECTION, schema=schema, index_params=index)
         mschema = MilvusClient.create_schema(auto_id=False, enable_dynamic_field=False)
         mschema.add_field("key", DataType.INT64, is_primary=True)
@@ -163,7 +198,7 @@ class MilvusGallery:
         mindex = client.prepare_index_params()
         mindex.add_index("pad", index_type="FLAT", metric_type="L2")
         client.create_collection(MANIFEST, schema=mschema, index_params=mindex)
-        manifest = {"dim": int(x.shape[1]), "metric": metric, "fingerprint": fingerprint, "columns": kinds}
+        manifest = {"dim": int(x.shape[1]), "metric": metric, "fingerprint": fingerprint, "columns": kinds, "index": vector_index}
         client.insert(MANIFEST, [{"key": 0, "value": json.dumps(manifest), "pad": [0.0, 0.0]}])
         records = meta.to_dict("records")
         for s in range(0, len(x), 1000):
