@@ -48,13 +48,18 @@ def _identity(rng: np.random.Generator) -> dict:
     )
 
 
-def render_person(ident: dict, cam: dict, rng: np.random.Generator, size: tuple[int, int] = (64, 32)) -> Image.Image:
-    """One image of ``ident`` seen by camera ``cam``; ``size`` is (height, width)."""
+def render_person(ident: dict, cam: dict, rng: np.random.Generator, size: tuple[int, int] = (64, 32), with_mask: bool = False):
+    """One image of ``ident`` seen by camera ``cam``; ``size`` is (height, width).
+
+    ``with_mask=True`` also returns the person's silhouette, an (H, W) float32 alpha in [0, 1] (for
+    compositing the person onto a scene); the image itself, and every draw from ``rng``, are the same.
+    """
     h, w = size
     big_h, big_w = h * 2, w * 2  # draw at 2x and downsample for smooth edges
     bg = np.array(cam["bg"]) + rng.integers(-15, 16, 3)
     img = Image.new("RGB", (big_w, big_h), tuple(int(c) for c in np.clip(bg, 0, 255)))
-    d = ImageDraw.Draw(img)
+    mask = Image.new("L", (big_w, big_h), 0) if with_mask else None
+    d = _Both(ImageDraw.Draw(img), ImageDraw.Draw(mask) if with_mask else None)
     s = cam["scale"] * ident["height"] * float(rng.uniform(0.93, 1.05))
     ph = big_h * 0.92 * s
     cx = big_w / 2 + rng.uniform(-0.08, 0.08) * big_w
@@ -87,7 +92,27 @@ def render_person(ident: dict, cam: dict, rng: np.random.Generator, size: tuple[
     img = img.resize((w, h), Image.BILINEAR)
     a = np.asarray(img).astype(np.float32) * np.asarray(cam["gain"]) * cam["light"] * rng.uniform(0.9, 1.1)
     a += rng.normal(0, 4, a.shape)
-    return Image.fromarray(np.clip(a, 0, 255).astype(np.uint8))
+    out = Image.fromarray(np.clip(a, 0, 255).astype(np.uint8))
+    if not with_mask:
+        return out
+    return out, np.asarray(mask.resize((w, h), Image.BILINEAR), np.float32) / 255.0
+
+
+class _Both:
+    """Draws each shape on the image and, when there is one, in white on the mask (the silhouette)."""
+
+    def __init__(self, image_draw, mask_draw):
+        self.image_draw, self.mask_draw = image_draw, mask_draw
+
+    def ellipse(self, box, fill):
+        self.image_draw.ellipse(box, fill=fill)
+        if self.mask_draw is not None:
+            self.mask_draw.ellipse(box, fill=255)
+
+    def rectangle(self, box, fill):
+        self.image_draw.rectangle(box, fill=fill)
+        if self.mask_draw is not None:
+            self.mask_draw.rectangle(box, fill=255)
 
 
 def generate_synthetic(

@@ -1,4 +1,4 @@
-"""Training curves: a re-ID run's metrics.csv (HTG diagnostics included) and a GAN run's losses.csv."""
+"""Every picture the toolkit draws: training curves (metrics.csv, HTG diagnostics included; a GAN run's losses.csv), CMC and ROC curves, tracking scores."""
 from __future__ import annotations
 
 import os
@@ -142,5 +142,31 @@ def plot_roc(runs: list[tuple[str, object]], path: str) -> None:
     ax.grid(alpha=0.3, which="both")
     ax.legend(fontsize=8)
     fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def plot_tracking(df: pd.DataFrame, path: str) -> None:
+    """IDF1 per scene (points) and its mean (a bar) for each arm, one panel per tracker: benchmarks/tracking.py's rows."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    trackers = list(dict.fromkeys(df["tracker"]))
+    fig, axes = plt.subplots(1, len(trackers), figsize=(4.5 * len(trackers), 3.4), squeeze=False)
+    for ax, tracker in zip(axes[0], trackers):
+        t = df[df["tracker"] == tracker]
+        arms = list(dict.fromkeys(t["arm"]))
+        for i, arm in enumerate(arms):
+            v = 100 * t[t["arm"] == arm].sort_values("scene")["idf1"].to_numpy()
+            ax.scatter(np.full(len(v), i) + np.linspace(-0.15, 0.15, len(v)), v, s=18)
+            ax.hlines(v.mean(), i - 0.3, i + 0.3, color="k")
+        ax.set_xticks(range(len(arms)), arms, rotation=25, ha="right", fontsize=8)
+        ax.set_title(tracker)
+        ax.set_ylabel("IDF1 (%)")
+    fig.suptitle(f"re-ID encoders in boxmot trackers, {df['scene'].nunique()} rendered scenes (points: scenes, bars: means)", fontsize=9)
+    fig.tight_layout()
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     fig.savefig(path, dpi=120)
     plt.close(fig)
