@@ -141,3 +141,45 @@ def test_the_vector_index_is_chosen_kept_and_checked(tmp_path):
 def _npz(tmp, x):
     np.savez(tmp / "x.npz", embeddings=x, path=np.array([f"p{i}" for i in range(len(x))]))
     return tmp / "x.npz"
+
+
+ODD = ["ünï😀", "a\tb", "a\x00b", "a\rb\nc", 'q"\'\\', "\u2028x", "", "x" * 300]
+FILTERS = [{"path": v} for v in ODD] + [
+    {"path": {"in": ODD[:3]}}, {"n": 2**70}, {"n": {"gt": 2**70}}, {"n": {"lt": 2**70}}, {"n": {"gte": -(2**70)}}, {"n": {"lte": -(2**70)}},
+    {"n": {"in": [2**70, 3, -(2**70)]}}, {"n": {"in": [2.5, 4.0]}}, {"n": 2.5}, {"w": {"lt": 2**1000}}, {"n": {"gt": -(2**1000)}}, {"n": {"gte": 2.5, "lt": 6}}, {"w": {"in": []}}, {"ok": True}, {"w": {"gt": 0.25}, "ok": False},
+]
+
+
+@pytest.fixture(scope="module")
+def odd_galleries(tmp_path_factory):
+    """One Milvus gallery and one FAISS index of the same rows: odd text values, a 64-bit int (``n``, the row - 3), a float and a bool."""
+    from reid_htg.retrieval import GalleryIndex
+
+    rng = np.random.default_rng(4)
+    n = 24
+    x = rng.standard_normal((n, 8)).astype(np.float32)
+    meta = pd.DataFrame({"path": [ODD[i % len(ODD)] for i in range(n)], "n": np.arange(n) - 3, "w": np.linspace(0, 1, n), "ok": np.arange(n) % 3 == 0})
+    g = MilvusGallery.create(str(tmp_path_factory.mktemp("odd") / "o.db"), x, meta)
+    yield g, GalleryIndex.build(x, meta, index_type="flat"), x
+    g.close()
+
+
+@pytest.mark.parametrize("where", FILTERS, ids=[repr(f)[:40] for f in FILTERS])
+def test_odd_filters_find_what_the_faiss_store_finds(odd_galleries, where):
+    g, index, x = odd_galleries
+    got = [h["n"] for h in g.index.search_records(x[:1], k=len(x), where=where)[0]]
+    want = index.search(x[:1], k=len(x), where=where)["n"].astype(int).tolist()
+    assert got == want
+
+
+def test_numbers_beyond_a_float_are_refused_on_both_stores(odd_galleries):
+    g, index, x = odd_galleries
+    for store in (g.index, index):
+        with pytest.raises(GalleryIndexError, match="not a number"):
+            store.search_records(x[:1], k=3, where={"w": {"lt": 10**400}})
+
+
+def test_text_longer_than_a_milvus_field_is_refused(odd_galleries):
+    g, _, x = odd_galleries
+    with pytest.raises(ValueError, match="longer than a Milvus text field"):
+        g.add(x[:1], [{"path": "é" * 40000, "n": 1, "w": 0.0, "ok": True}])  # 80,000 bytes

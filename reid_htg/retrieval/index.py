@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import shutil
 import threading
@@ -110,9 +111,9 @@ def parse_filter(where, kinds: dict[str, str]) -> list[tuple[str, str, object]]:
             if op in ("gt", "gte", "lt", "lte") and kind not in ("int", "float"):
                 raise GalleryIndexError(f"filter {col!r}: {op} needs a numeric column")
             for x in v if op == "in" else [v]:
-                ok = {"text": isinstance(x, str), "bool": isinstance(x, bool),
-                      "int": isinstance(x, (int, float)) and not isinstance(x, bool) and np.isfinite(x),
-                      "float": isinstance(x, (int, float)) and not isinstance(x, bool) and np.isfinite(x)}[kind]
+                number = (isinstance(x, (int, float)) and not isinstance(x, bool)
+                          and (abs(x) < 2**1024 if isinstance(x, int) else math.isfinite(x)))  # an int of any size a float can hold
+                ok = {"text": isinstance(x, str), "bool": isinstance(x, bool), "int": number, "float": number}[kind]
                 if not ok:
                     what = {"text": "text", "bool": "true/false"}.get(kind, "a number")
                     raise GalleryIndexError(f"filter {col!r} {op}: {x!r} is not {what}, as the column is")
@@ -129,6 +130,8 @@ def filter_mask(columns: dict, n: int, where: dict) -> np.ndarray:
         if op == "eq":
             mask &= values == v
         elif op == "in":
+            if kinds[col] == "int":  # only whole numbers within 64 bits can equal a 64-bit value (2.5 must not become 2)
+                v = [x for x in v if -(2**63) <= x < 2**63 and float(x).is_integer()]
             mask &= np.isin(values, np.asarray(v, dtype=values.dtype if kinds[col] != "text" else object)) if v else False
         else:
             mask &= {"gt": values > v, "gte": values >= v, "lt": values < v, "lte": values <= v}[op]

@@ -39,8 +39,11 @@ from reid_htg.retrieval.index import RESERVED_COLUMNS, GalleryIndex, GalleryInde
 from reid_htg.serve.store import NotFound, check_rows
 
 COLLECTION, MANIFEST = "reid_htg_gallery", "reid_htg_manifest"
+_KINDS = {"int": "INT64", "float": "DOUBLE", "bool": "BOOL", "text": "VARCHAR"}
 MILVUS_INDEX = {"flat": "FLAT", "hnsw": "HNSW", "ivf": "IVF_FLAT"}
 _PARAMS = {"flat": (), "hnsw": ("hnsw_m", "ef_construction", "ef_search"), "ivf": ("nlist", "nprobe")}
+MAX_TEXT_BYTES = 65535  # a VARCHAR field's max_length
+INT64 = (-(2**63), 2**63 - 1)
 
 
 def index_settings(index_type: str, n: int, params: dict | None = None) -> dict:
@@ -57,13 +60,12 @@ def index_settings(index_type: str, n: int, params: dict | None = None) -> dict:
         raise GalleryIndexError(f"parameter(s) {extra} do not apply to a {index_type} index on milvus (it takes {list(_PARAMS[index_type]) or 'none'})")
     defaults = {"hnsw": {"hnsw_m": 32, "ef_construction": 80, "ef_search": 64}, "ivf": {"nlist": max(1, min(65536, int(4 * n ** 0.5))), "nprobe": 16}}
     return {"type": index_type, "params": {**defaults.get(index_type, {}), **params}}
-_KINDS = {"int": "INT64", "float": "DOUBLE", "bool": "BOOL", "text": "VARCHAR"}
 
 
 def _literal(v, kind: str) -> str:
     """A checked value (:func:`parse_filter`) as a Milvus expression literal of its column's kind."""
-    if kind == "text":
-        return json.dumps(v)  # double quotes, backslash escapes: no way out of the literal
+    if kind == "text":  # double quotes; backslash, quote, newline and return escaped, the rest as it is (Milvus reads no \\u escapes)
+        return '"' + v.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n").replace("\r", "\\r") + '"'
     if kind == "bool":
         return "true" if v else "false"
     return repr(int(v)) if kind == "int" and float(v).is_integer() else repr(float(v))
@@ -75,6 +77,15 @@ def milvus_filter(where: dict | None, columns: dict[str, str]) -> str:
         return ""
     parts = []
     for col, op, v in parse_filter(where, columns):
+        if columns[col] == "int":  # a 64-bit column: a bound beyond its range is decided here (Milvus cannot parse it)
+            low, high = INT64
+            if op == "in":
+                v = [x for x in v if low <= x <= high]
+            elif not low <= v <= high:
+                above = v > high
+                passes = {"eq": False, "gt": not above, "gte": not above, "lt": above, "lte": above}[op]
+                parts.append("true" if passes else "false")
+                continue
         if op == "in":
             parts.append(f"{col} in [{', '.join(_literal(x, columns[col]) for x in v)}]" if v else "false")
         else:
@@ -178,6 +189,9 @@ class MilvusGallery:
         if bad:
             raise GalleryIndexError(f"metadata column(s) {bad} cannot be gallery fields (reserved, or not a plain name)")
         kinds = {str(c): column_kind(meta[c].dtype) for c in meta.columns}
+        for c, kind in kinds.items():
+            if kind == "text" and len(meta) and meta[c].astype(str).str.encode("utf-8").str.len().max() > MAX_TEXT_BYTES:
+                raise GalleryIndexError(f"metadata column {c!r} holds a value longer than a Milvus text field holds ({MAX_TEXT_BYTES:,} bytes)")
         probe = GalleryIndex(embeddings.shape[1], metric=metric)
         x = probe.check_vectors(embeddings, "embeddings")
         schema = MilvusClient.create_schema(auto_id=True, enable_dynamic_field=False)
@@ -220,6 +234,8 @@ class MilvusGallery:
                       "float": isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)}[kind]
                 if not ok:
                     raise ValueError(f"metadata[{i}][{key!r}] = {str(v)[:40]!r} is not of the field's type ({kind})")
+                if kind == "text" and len(v.encode("utf-8", "surrogatepass")) > MAX_TEXT_BYTES:
+                    raise ValueError(f"metadata[{i}][{key!r}] is longer than a Milvus text field holds ({MAX_TEXT_BYTES:,} bytes)")
         res = self.client.insert(COLLECTION, [{"vector": v.tolist(), **m} for v, m in zip(x, metadata)])
         if self.flush:
             self.client.flush(COLLECTION)
