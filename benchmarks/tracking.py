@@ -7,7 +7,8 @@
 Each seed renders one scene (:func:`reid_htg.data.scenes.render_scene`: 300 frames, 8 people of the
 synthetic generator walking on crossing paths; seed 0 would draw the synthetic training set's first
 identities, so seeds start at 1 and the people are ones the model never saw). The scene's ground-truth
-boxes, 5% missed and corners jittered by 3%, are the detections. Encoders:
+boxes, 5% missed and corners jittered by 3%, are the detections; ``--palette K`` dresses everyone from K
+shared colours (a crowd in similar clothes: keep one --csv per setting). Encoders:
 
 - ``trained``: the checkpoint as :class:`reid_htg.tracking.TrackerEncoder`;
 - ``untrained``: the same architecture and preprocessing with fresh random weights (``--untrained-seed``);
@@ -59,10 +60,12 @@ def main() -> int:
     ap.add_argument("--val-seeds", type=int, nargs="+", default=[101, 102, 103], help="validation scenes, where the gates are chosen")
     ap.add_argument("--frames", type=int, default=300)
     ap.add_argument("--people", type=int, default=8)
+    ap.add_argument("--palette", type=int, help="people dress from this many shared colours (a crowd in similar clothes); default: their own")
     ap.add_argument("--trackers", nargs="+", default=["botsort", "strongsort"], choices=sorted(GATES))
     ap.add_argument("--untrained-seed", type=int, default=0)
     ap.add_argument("--csv", help="every (phase, tracker, arm, gate, scene) row, written as measured; reused by a rerun")
     ap.add_argument("--plot", help="IDF1 per test scene and arm, as a PNG")
+    ap.add_argument("--scene-png", help="three frames of the first test scene with its detections, as a PNG")
     args = ap.parse_args()
     if not os.path.isfile(args.checkpoint):
         print(f"error: no trained encoder at {args.checkpoint!r}; train one with: python tools/train_reid.py", file=sys.stderr)
@@ -90,7 +93,7 @@ def main() -> int:
         todo = [j for j in jobs if (phase, *j[:2], str(j[2]), seed) not in have]
         if not todo:
             return
-        t0, scene = time.perf_counter(), render_scene(frames=args.frames, people=args.people, seed=seed)
+        t0, scene = time.perf_counter(), render_scene(frames=args.frames, people=args.people, seed=seed, palette=args.palette)
         for tracker, arm, gate in todo:
             options = {"use_embeddings": False} if arm == "motion" else ({GATES[tracker][0]: float(gate)} if gate != "default" else {})
             s = mot_scores(scene.ground_truth, track_scene(scene, encoders["trained" if arm == "motion" else arm], tracker, options))
@@ -101,6 +104,7 @@ def main() -> int:
         print(f"{phase} scene {seed}: {len(todo)} runs ({time.perf_counter() - t0:.0f}s)", flush=True)
 
     print(f"{len(args.val_seeds)} validation + {len(args.seeds)} test scenes x {args.frames} frames x {args.people} people; "
+          f"{'their own colours' if args.palette is None else f'clothes from {args.palette} shared colours'}; "
           f"encoder {args.checkpoint} ({encoders['trained'].embedding_dim}-d)", flush=True)
     grid = [(t, arm, g) for t in args.trackers for arm in encoders for g in [*GATES[t][1], "default"]]
     for seed in args.val_seeds:
@@ -143,6 +147,11 @@ def main() -> int:
 
         plot_tracking(df.assign(arm=df["label"]), args.plot)
         print(f"plot: {args.plot}")
+    if args.scene_png:
+        from reid_htg.utils.plots import plot_scene
+
+        plot_scene(render_scene(frames=args.frames, people=args.people, seed=args.seeds[0], palette=args.palette), [0, args.frames // 2, args.frames - 1], args.scene_png)
+        print(f"scene: {args.scene_png}")
     return 0
 
 

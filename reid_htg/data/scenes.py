@@ -10,7 +10,8 @@ but the synthetic set's own they are people no model here was trained on), redra
 (pose, colour noise) and composited onto one static street by its silhouette. They walk left and
 right along a ground band, at a depth that sets their size, with a new speed every 20-60 frames
 (sometimes standing, sometimes turning back), turning at the frame's edges: paths cross many times,
-nearer people hide farther ones, and a tracker cannot tell who is who from motion alone.
+nearer people hide farther ones, and a tracker cannot tell who is who from motion alone. With ``palette``
+the people dress from a few shared colours, and telling them apart takes more than one colour.
 
 ``boxes`` has one row per person per frame: the tight box of the silhouette, clipped to the frame,
 and the fraction of the silhouette left visible after occlusion. ``detected`` marks the rows a
@@ -64,8 +65,14 @@ def render_scene(
     min_visibility: float = 0.3,
     miss_rate: float = 0.05,
     jitter: float = 0.03,
+    palette: int | None = None,
 ) -> Scene:
-    """Render ``frames`` frames of ``people`` walking (see the module's docstring); ``size`` is (H, W)."""
+    """Render ``frames`` frames of ``people`` walking (see the module's docstring); ``size`` is (H, W).
+
+    ``palette``: shirts, trousers and patches are drawn from this many shared colours, so that several people
+    dress alike and differ in the combination, the pattern, the bag or the height (a crowd in similar clothes);
+    None: every colour is a person's own. The scene is otherwise the same as without it.
+    """
     if frames < 1 or people < 1:
         raise ValueError(f"frames and people must be >= 1, got {frames} and {people}")
     h, w = size
@@ -75,6 +82,14 @@ def render_scene(
         raise ValueError("min_visibility in [0, 1], miss_rate in [0, 1) and jitter >= 0, please")
     rng = np.random.default_rng(seed)
     idents = [_identity(rng) for _ in range(people)]
+    if palette is not None:
+        if palette < 1:
+            raise ValueError(f"palette must be >= 1 colours, got {palette}")
+        prng = np.random.default_rng([seed, 1])  # apart from the scene's own draws: the same walks, poses and noise
+        colours = prng.integers(20, 236, (palette, 3))
+        for ident in idents:
+            for part in ("shirt", "trousers", "patch"):
+                ident[part] = colours[prng.integers(0, palette)]
     background = _background(h, w, rng)
     ground = (0.62 * h, 0.97 * h)  # the band of foot positions, far to near
     tall = (0.32 * h, 0.52 * h)  # a person's height at the far and the near edge of the band

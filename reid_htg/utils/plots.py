@@ -170,3 +170,25 @@ def plot_tracking(df: pd.DataFrame, path: str) -> None:
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     fig.savefig(path, dpi=120)
     plt.close(fig)
+
+
+def plot_scene(scene, frames: list[int], path: str) -> None:
+    """Frames of a rendered :class:`reid_htg.data.scenes.Scene` side by side, its detections drawn and numbered by person."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.patches import Rectangle
+
+    fig, axes = plt.subplots(1, len(frames), figsize=(4.8 * len(frames), 3.0), squeeze=False)
+    for ax, t in zip(axes[0], frames):
+        ax.imshow(scene.frames[t])
+        for r in scene.detections[scene.detections["frame"] == t].itertuples():
+            ax.add_patch(Rectangle((r.x1, r.y1), r.x2 - r.x1, r.y2 - r.y1, fill=False, color="red", lw=1))
+            ax.text(r.x1, r.y1 - 3, str(r.person), color="yellow", fontsize=7)
+        ax.set_title(f"frame {t}", fontsize=9)
+        ax.axis("off")
+    fig.tight_layout()
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
