@@ -190,5 +190,5 @@ def plot_scene(scene, frames: list[int], path: str) -> None:
         ax.axis("off")
     fig.tight_layout()
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    fig.savefig(path, dpi=110)
+    fig.savefig(path, dpi=72)
     plt.close(fig)
