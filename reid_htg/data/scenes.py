@@ -1,9 +1,9 @@
 """Rendered multi-person video with ground truth, for tracking: people of the synthetic set walking over a background.
 
     from reid_htg.data.scenes import render_scene
-    scene = render_scene(frames=300, people=8, seed=0)
+    scene = render_scene(frames=300, people=8, seed=1)   # seed 0 draws the synthetic training set's first identities
     scene.frames[0]        # (H, W, 3) uint8 RGB
-    scene.boxes            # DataFrame: frame, person, x1, y1, x2, y2, visibility, detected
+    scene.boxes            # DataFrame: frame, person, x1, y1, x2, y2, visibility, scored, detected
 
 Each person is an identity of :mod:`reid_htg.data.synthetic` (drawn from ``seed``, so with any seed
 but the synthetic set's own they are people no model here was trained on), redrawn every frame
