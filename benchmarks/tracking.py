@@ -58,7 +58,8 @@ def crop_auc(scene, encoder, every: int = 10) -> float:
 
     Boxes at least 90% visible, one frame in ``every``: how well the encoder alone tells these people apart."""
     import numpy as np
-    from sklearn.metrics import roc_auc_score
+
+    from reid_htg.metrics.verification import roc
 
     b = scene.boxes[(scene.boxes["visibility"] > 0.9) & (scene.boxes["frame"] % every == 0)]
     feats, people = [], []
@@ -67,7 +68,8 @@ def crop_auc(scene, encoder, every: int = 10) -> float:
         people.append(g["person"].to_numpy())
     f, p = np.concatenate(feats), np.concatenate(people)
     iu = np.triu_indices(len(f), 1)
-    return float(roc_auc_score((p[:, None] != p[None, :])[iu], (1 - f @ f.T)[iu]))
+    far, tar, _ = roc((1 - f @ f.T)[iu], (p[:, None] == p[None, :])[iu])  # the evaluator's ROC, ties grouped
+    return float(np.trapezoid(tar, far))
 
 
 def main() -> int:
@@ -87,8 +89,9 @@ def main() -> int:
     if not os.path.isfile(args.checkpoint):
         print(f"error: no trained encoder at {args.checkpoint!r}; train one with: python tools/train_reid.py", file=sys.stderr)
         return 2
-    if any(s < 1 for s in args.seeds + args.val_seeds) or set(args.seeds) & set(args.val_seeds) or args.frames < 10 or args.people < 2:
-        print("error: seeds >= 1, test and validation seeds apart, --frames >= 10 and --people >= 2", file=sys.stderr)
+    if (any(s < 1 for s in args.seeds + args.val_seeds) or set(args.seeds) & set(args.val_seeds) or args.frames < 10 or args.people < 2
+            or (args.palette is not None and args.palette < 1)):
+        print("error: seeds >= 1, test and validation seeds apart, --frames >= 10, --people >= 2 and --palette >= 1", file=sys.stderr)
         return 2
     try:
         import boxmot  # noqa: F401

@@ -35,7 +35,7 @@ import math
 
 import numpy as np
 
-from reid_htg.retrieval.index import RESERVED_COLUMNS, GalleryIndex, GalleryIndexError, column_kind, parse_filter
+from reid_htg.retrieval.index import RESERVED_COLUMNS, GalleryIndex, GalleryIndexError, check_params, column_kind, parse_filter
 from reid_htg.serve.store import NotFound, check_rows
 
 COLLECTION, MANIFEST = "reid_htg_gallery", "reid_htg_manifest"
@@ -48,8 +48,6 @@ INT64 = (-(2**63), 2**63 - 1)
 
 def index_settings(index_type: str, n: int, params: dict | None = None) -> dict:
     """The vector index of a new Milvus gallery of ``n`` vectors: ``{"type", "params"}``, defaults filled, checked by name."""
-    from reid_htg.retrieval.index import check_params
-
     if index_type == "auto":
         index_type = "flat" if n <= 100_000 else "hnsw"
     if index_type not in MILVUS_INDEX:
