@@ -2,6 +2,7 @@
 """Training throughput: the full pipeline against a plain loop of the same model, as a ratio.
 
     python benchmarks/train_throughput.py [--backbone resnet18] [--height 64 --width 32] [--device cuda]
+    python benchmarks/train_throughput.py --checkpoint runs/market_source/last.pt [--subnormal-share 0.6]
 
 The full pipeline is tools/train_reid.py itself (run as a process) (cached loader, P x K sampler,
 batch augmentation, model, softmax + triplet losses, optimiser, schedule) for
@@ -10,6 +11,14 @@ metrics.csv. The plain loop runs the same network, losses and optimiser on one
 batch of random tensors already on the device. Target: the pipeline keeps at
 least 80% of the plain loop's images/s (the input pipeline is not the
 bottleneck).
+
+With ``--checkpoint``, the step time of a late-epoch model against a fresh one
+of the same architecture (its training step, optimiser state and input size,
+random batches, CPU): the ratio with subnormal floats flushed (the default of
+every tool) and computed exactly. Target: late / fresh <= 1.1 with flushing.
+``--subnormal-share S`` first sets that share of every convolution's filters
+(and their Adam moments) to subnormal values, as Adam with L2 decay leaves
+dead filters, for a checkpoint that has none.
 """
 from __future__ import annotations
 
@@ -82,11 +91,101 @@ def bench_parser(doc: str) -> argparse.ArgumentParser:
     return ap
 
 
+def make_subnormal(model, optimizer, share: float, seed: int = 0) -> int:
+    """Make ``share`` of every convolution's filters dead the way Adam + L2 decay leaves them; returns how many values.
+
+    A dead filter's weights, its BatchNorm's scale and shift and their Adam moments are all subnormal (|x| < 1.2e-38).
+    """
+    gen = torch.Generator().manual_seed(seed)
+    modules = list(model.modules())
+    n = 0
+
+    def tiny_(t, rows):
+        nonlocal n
+        t[rows] = torch.rand(len(rows), *t.shape[1:], generator=gen) * 1e-39
+        n += t[rows].numel()
+        st = optimizer.state.get(t, {})
+        for key in ("exp_avg", "exp_avg_sq", "momentum_buffer"):
+            if key in st:
+                st[key][rows] = torch.rand(len(rows), *t.shape[1:], generator=gen) * 1e-39
+
+    with torch.no_grad():
+        for i, conv in enumerate(modules):
+            if not isinstance(conv, torch.nn.Conv2d):
+                continue
+            rows = torch.randperm(conv.out_channels, generator=gen)[: int(round(share * conv.out_channels))]
+            tiny_(conv.weight, rows)
+            bn = next((m for m in modules[i + 1:] if isinstance(m, torch.nn.BatchNorm2d)), None)
+            if bn is not None and bn.num_features == conv.out_channels and bn.affine:
+                tiny_(bn.weight, rows)
+                tiny_(bn.bias, rows)
+    return n
+
+
+def step_seconds(state: dict, fresh: bool, flush: bool, steps: int, subnormal_share: float = 0.0) -> float:
+    """Median seconds of one training step of the checkpoint's model (``fresh``: newly initialised weights) on random batches."""
+    from reid_htg.checkpoint import model_from_checkpoint
+    from reid_htg.config import from_dict
+    from reid_htg.device import flush_denormal
+    from reid_htg.models import ReIDNet
+
+    cfg = from_dict(TrainConfig, state["config"])
+    torch.manual_seed(0)
+    model = ReIDNet(**state["model_args"]) if fresh else model_from_checkpoint(state)
+    opt, sched = build_optimization(cfg, model.parameters(), steps + 2)
+    if not fresh and state.get("optimizer"):
+        opt.load_state_dict(state["optimizer"])
+    if subnormal_share and not fresh:
+        make_subnormal(model, opt, subnormal_share)
+    step = build_train_step(cfg, model.train(), opt, sched, None, torch.device("cpu"))
+    d, b = state["data_args"], cfg.data.p * cfg.data.k
+    gen = torch.Generator().manual_seed(1)
+    y = torch.arange(cfg.data.p).repeat_interleave(cfg.data.k) % state["model_args"]["num_classes"]
+    flush_denormal(flush)
+    times = []
+    try:
+        for i in range(steps + 1):
+            x = torch.randn(b, 3, d["height"], d["width"], generator=gen)
+            t = time.perf_counter()
+            step(x, y, y)
+            if i:  # the first step allocates
+                times.append(time.perf_counter() - t)
+    finally:
+        flush_denormal(True)
+    return sorted(times)[len(times) // 2]
+
+
+def late_vs_fresh(args) -> None:
+    from reid_htg.checkpoint import load_checkpoint
+
+    state = load_checkpoint(args.checkpoint)
+    share = args.subnormal_share
+    rows = []
+    for flush in (True, False):
+        fresh = step_seconds(state, True, flush, args.steps)
+        late = step_seconds(state, False, flush, args.steps, share)
+        rows.append((flush, late, fresh))
+    what = f" with {share:.0%} of its filters made subnormal" if share else ""
+    print(f"\n{args.checkpoint} (epoch {state.get('epoch', '?')}){what}, CPU, {torch.get_num_threads()} thread(s), median of {args.steps} steps")
+    for flush, late, fresh in rows:
+        print(f"subnormals {'flushed ' if flush else 'computed'}: late {late * 1e3:.0f} ms/step, fresh {fresh * 1e3:.0f} ms/step, ratio {late / fresh:.2f}")
+    ratio = rows[0][1] / rows[0][2]
+    print(f"target late / fresh <= 1.10 with flushing: {'PASS' if ratio <= 1.1 else 'MISS'}")
+
+
 def main() -> None:
     ap = bench_parser(__doc__)
     ap.add_argument("--ids", type=int, default=64, help="synthetic training identities (sets the epoch length)")
     ap.add_argument("--work-dir", default=None, help="where the synthetic set and the run go (default: a temporary folder)")
+    ap.add_argument("--checkpoint", help="time a late-epoch checkpoint's training step against a fresh model's instead")
+    ap.add_argument("--subnormal-share", type=float, default=0.0, help="with --checkpoint: make this share of its filters subnormal first")
+    ap.add_argument("--steps", type=int, default=10, help="with --checkpoint: steps timed per arm")
     args = ap.parse_args()
+    if args.checkpoint:
+        if not 0 <= args.subnormal_share <= 1 or args.steps < 1:
+            raise SystemExit("error: --subnormal-share must be in [0, 1] and --steps >= 1")
+        late_vs_fresh(args)
+        return
     device = torch.device(args.device)
     work = args.work_dir or tempfile.mkdtemp(prefix="reid_tp_")
     name = "throughput"

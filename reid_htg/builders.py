@@ -54,11 +54,20 @@ def build_htg(cfg: TrainConfig, dim: int, num_classes: int) -> HTG | None:
 def build_optimization(cfg: TrainConfig, params, steps_per_epoch: int):
     """(optimiser, per-iteration LambdaLR schedule) for ``cfg.optim`` over ``cfg.epochs``."""
     o = cfg.optim
-    opt = build_optimizer(o.optimizer.name, params, **o.optimizer.args)
+    opt = build_optimizer(o.optimizer.name, param_groups(params, o.norm_bias_decay), **o.optimizer.args)
     sched = torch.optim.lr_scheduler.LambdaLR(
         opt, lambda s: lr_factor(s, steps_per_epoch, cfg.epochs, o.warmup_epochs, o.schedule, o.milestones, o.gamma)
     )
     return opt, sched
+
+
+def param_groups(params, norm_bias_decay: bool = True) -> list[dict]:
+    """The optimiser's parameter groups: one, or (``norm_bias_decay=False``) the 1-d parameters (BatchNorm weights,
+    biases) in a second group with weight decay 0, the usual exclusion for decay on normalisation layers."""
+    params = list(params)
+    if norm_bias_decay:
+        return [{"params": params}]
+    return [{"params": [p for p in params if p.ndim > 1]}, {"params": [p for p in params if p.ndim <= 1], "weight_decay": 0.0}]
 
 
 def build_sampler(cfg: TrainConfig, labels, rank: int = 0, world_size: int = 1) -> PKSampler:

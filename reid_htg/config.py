@@ -80,6 +80,7 @@ class OptimConfig:
     milestones: tuple[int, ...] = ()  # epochs where step decays by gamma
     gamma: float = 0.1  # decay factor of the step schedule
     grad_clip: float = 0.0  # 0: off
+    norm_bias_decay: bool = True  # false: no weight decay on 1-d parameters (BatchNorm weights and biases, every bias)
 
 
 @dataclass(frozen=True)
@@ -139,6 +140,7 @@ class TrainConfig:
     amp: bool = True  # bf16 autocast on CUDA (ignored on CPU)
     channels_last: bool = True  # on CUDA
     compile: bool = False  # torch.compile the model (CUDA)
+    flush_denormal: bool = True  # flush subnormal floats to zero on the CPU (decayed weights otherwise slow x86 CPUs several-fold)
     log_every: int = 20  # iterations between log lines
     data: DataConfig = field(default_factory=DataConfig)  # the dataset and its batches
     model: ModelConfig = field(default_factory=ModelConfig)  # the embedding network

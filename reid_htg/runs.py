@@ -143,6 +143,11 @@ class MetricsLog:
             return
         with open(path, newline="") as fh:
             rows = list(csv.reader(fh))
+        if rows and rows[0] != self.columns:  # a run from before a column was added: its rows under today's header, by name
+            rows = [rows[0]] + [[dict(zip(rows[0], r)).get(c, "") for c in self.columns] for r in rows[1:]]
+            rows[0] = self.columns
+            with open(path, "w", newline="") as fh:
+                csv.writer(fh).writerows(rows)
         kept = rows[:1] + [r for r in rows[1:] if r and int(float(r[0])) <= resume_after]
         if saved_row and not any(int(float(r[0])) == resume_after for r in kept[1:]):
             kept.append(saved_row)

@@ -38,8 +38,11 @@ from reid_htg.checkpoint import init_from_checkpoint, load_checkpoint, restore_t
 from reid_htg.cli import run_tool
 from reid_htg.config import TrainConfig, from_dict, load_config, save_config, to_dict
 from reid_htg.data.dataset import iterate_batches
+from reid_htg.data.transforms import normalize
+from reid_htg.device import flush_denormal
 from reid_htg.features import HEADLINE, PROTOCOL_NAMES, evaluate_split
 from reid_htg.htg import HTG
+from reid_htg.models.health import health_columns, health_row
 from reid_htg.runs import MetricsLog, RunFolder, TensorBoardLog, check_same_config, format_row
 from reid_htg.training import EpochMeans
 from reid_htg.utils.plots import plot_training
@@ -79,6 +82,13 @@ def headline(result) -> dict:
     return {k: d[k] for k in (HEADLINE["class"] if "map@r" in d else HEADLINE["reid"])}
 
 
+def health_probe(images, device, n: int = 64) -> torch.Tensor:
+    """``n`` training images spread over the set (normalised, on ``device``): the images silent channels are counted on."""
+    idx = torch.linspace(0, len(images) - 1, min(n, len(images))).long()
+    x, _, _ = images.batch(idx)
+    return normalize(x.to(device))
+
+
 def htg_starts(cfg: TrainConfig, epoch: int, active_all: float | None) -> bool:
     """HTG starts after ``htg.warmup_epochs``, and (with ``htg.start_active``) once the last epoch's batch-all active fraction is below it."""
     h = cfg.htg
@@ -101,6 +111,8 @@ def main(argv=None) -> int:
 def train(args, cfg: TrainConfig, out_dir: str, run: RunFolder | None) -> int:
     rank, world, device = distributed.setup(args.device)
     main_proc = rank == 0
+    if device.type == "cpu":
+        flush_denormal(cfg.flush_denormal)
     torch.manual_seed(cfg.seed + rank)
     np.random.seed(cfg.seed + rank)
     cuda = device.type == "cuda"
@@ -144,7 +156,8 @@ def train(args, cfg: TrainConfig, out_dir: str, run: RunFolder | None) -> int:
 
     evaluated = data.val or data.test  # what evaluation during training reads: the validation split when there is one
     eval_columns = [("val_" if data.val else "") + k for k in HEADLINE[evaluated.protocol]] if evaluated else []
-    columns = COLUMNS + eval_columns + (["htg_on", *HTG.LOG_KEYS] if htg else [])
+    columns = COLUMNS + health_columns(model) + eval_columns + (["htg_on", *HTG.LOG_KEYS] if htg else [])
+    probe = health_probe(data.images, device)
     log = board = None
     if main_proc:
         save_config(cfg, os.path.join(out_dir, "config.yaml"))
@@ -179,6 +192,7 @@ def train(args, cfg: TrainConfig, out_dir: str, run: RunFolder | None) -> int:
         elapsed = time.perf_counter() - t0
         row = dict(means.means(), epoch=epoch + 1, lr=opt.param_groups[0]["lr"], img_per_s=n_images * world / elapsed, time_s=elapsed)
         active_all = row.get("tri_active_all")
+        row.update(health_row(model, probe))
         if htg is not None:
             row["htg_on"] = int(htg_start is not None)
         # the checkpoint, with the epoch's row, goes to disk before evaluation: a kill during evaluation loses nothing
