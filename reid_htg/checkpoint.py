@@ -164,8 +164,25 @@ def training_state(*, model, optimizer, scheduler, htg, htg_start, active_all, a
     }
 
 
+RESUME_KEYS = ("model", "optimizer", "scheduler", "aug_rng", "epoch", "config")
+
+
+def check_resumable(state: dict, path: str = "the checkpoint") -> dict:
+    """``state`` if it holds everything a resumed run needs, else a :class:`CheckpointError` naming what is missing.
+
+    A checkpoint without optimiser or schedule state (an exported or trimmed file) can still start a new run:
+    ``model.init_from=PATH`` takes its weights.
+    """
+    missing = [k for k in RESUME_KEYS if k not in state]
+    if missing:
+        raise CheckpointError(f"{path} cannot be resumed: it holds no {', '.join(missing)}; "
+                              f"start a new run from its weights with model.init_from={path} instead")
+    return state
+
+
 def restore_training(state: dict, model, optimizer, scheduler, htg, aug_gen: torch.Generator, rank: int = 0) -> dict:
     """Load a :func:`training_state` into the objects of a resumed run; returns ``epoch``, ``htg_start``, ``active_all``, ``metrics_row``."""
+    check_resumable(state)
     model.load_state_dict(state["model"])
     optimizer.load_state_dict(state["optimizer"])
     scheduler.load_state_dict(state["scheduler"])

@@ -10,7 +10,7 @@ from reid_htg.checkpoint import load_checkpoint, model_from_checkpoint, require_
 from reid_htg.data import build_dataset, eval_protocol, split_of
 from reid_htg.data.dataset import ImageSet, sequential_batches
 from reid_htg.data.transforms import normalize
-from reid_htg.device import default_device
+from reid_htg.device import default_device, flush_denormal
 from reid_htg.metrics import evaluate_class_level, evaluate_features
 from reid_htg.models import ReIDNet
 from reid_htg.utils.progress import progress as progress_bar
@@ -20,6 +20,8 @@ from reid_htg.utils.progress import progress as progress_bar
 def extract_features(model: ReIDNet, images: ImageSet, batch_size: int = 128, device=None, desc: str = "features", progress: bool = True) -> torch.Tensor:
     """(N, D) float32 CPU features of every image, in order, with a progress bar."""
     device = default_device(device) if not isinstance(device, torch.device) else device
+    if device.type == "cpu":
+        flush_denormal()  # a decayed network's subnormal weights would slow every CPU forward
     was_training = model.training
     model.eval().to(device)
     out = []

@@ -95,3 +95,42 @@ def test_resume_from_another_runs_checkpoint_into_a_new_folder(tmp_path):
                         "--resume", tmp_path / "a" / "last.pt")
     assert "resumed from" in res.stdout and (tmp_path / "b" / "last.pt").is_file()
     assert (tmp_path / "a" / "metrics.csv").read_text().count("\n") == 2  # the source run is untouched
+
+
+def _snapshot(folder):
+    return {p.name: p.read_bytes() for p in sorted(folder.iterdir()) if p.is_file()}
+
+
+def test_a_refused_resume_leaves_the_run_as_it_was(tmp_path):
+    """Every spelling of --resume either continues the run or is refused with the folder's files unchanged."""
+    syn, d = tmp_path / "syn", tmp_path / "d"
+    run_tool_here("train_reid.py", "--data-root", syn, "--output-dir", d, "epochs=1", *TINY)
+    before = _snapshot(d)
+    refused = [
+        ["--resume", d / "missing.pt"],  # not a checkpoint
+        ["--resume", tmp_path / "nowhere"],  # not a folder either
+        ["--resume", d / "last.pt", "loss.margin=0.2"],  # another config
+    ]
+    for extra in refused:
+        res = run_tool_here("train_reid.py", "--data-root", syn, "--output-dir", d, "epochs=2", *TINY, *extra, check=False)
+        assert res.returncode == 2 and res.stderr.count("\n") == 1, (extra, res.stderr)
+        assert _snapshot(d) == before, extra
+    other = tmp_path / "other"
+    run_tool_here("train_reid.py", "--data-root", syn, "--output-dir", other, "epochs=1", *TINY)
+    res = run_tool_here("train_reid.py", "--data-root", syn, "--output-dir", d, "epochs=2", *TINY, "--resume", other / "last.pt", check=False)
+    assert res.returncode == 2 and "already holds a run" in res.stderr and _snapshot(d) == before  # another run's checkpoint: never over this one
+    import torch
+
+    state = torch.load(d / "last.pt", weights_only=True)
+    for key in ("optimizer", "scheduler", "aug_rng"):
+        trimmed = {k: v for k, v in state.items() if k != key}
+        torch.save(trimmed, tmp_path / f"no_{key}.pt")
+        res = run_tool_here("train_reid.py", "--data-root", syn, "--output-dir", tmp_path / f"new_{key}", "epochs=2", *TINY,
+                            "--resume", tmp_path / f"no_{key}.pt", check=False)
+        assert res.returncode == 2 and key in res.stderr and "model.init_from" in res.stderr and "Traceback" not in res.stderr
+        assert not (tmp_path / f"new_{key}").exists()
+    for spelling in (d / "last.pt", d):  # this folder's own checkpoint, as a file or as the folder: resumed in place
+        res = run_tool_here("train_reid.py", "--data-root", syn, "--output-dir", d, "epochs=2", *TINY, "--resume", spelling)
+        assert "resumed from" in res.stdout and "after epoch 1" in res.stdout
+        assert (d / "metrics.csv").read_text().count("\n") == 3
+        run_tool_here("train_reid.py", "--data-root", syn, "--output-dir", d, "epochs=1", *TINY, "--overwrite")

@@ -34,7 +34,7 @@ from reid_htg.builders import (
     build_training_data,
     model_args,
 )
-from reid_htg.checkpoint import init_from_checkpoint, load_checkpoint, restore_training, save_checkpoint, training_state
+from reid_htg.checkpoint import check_resumable, init_from_checkpoint, load_checkpoint, restore_training, save_checkpoint, training_state
 from reid_htg.cli import run_tool
 from reid_htg.config import TrainConfig, from_dict, load_config, save_config, to_dict
 from reid_htg.data.dataset import iterate_batches
@@ -103,9 +103,26 @@ def main(argv=None) -> int:
     out_dir = args.output_dir or os.path.join("runs", cfg.name)
     if int(os.environ.get("RANK", "0")) != 0:  # the main process owns the folder
         return train(args, cfg, out_dir, None)
+    args.resume = resume_source(args.resume, out_dir)
     here = args.resume == "auto"  # --resume PATH continues another run's checkpoint into this folder
-    with RunFolder(out_dir, RUN_FILES, resume=here, overwrite=args.overwrite or bool(args.resume and not here)) as run:  # refused here, before any work
+    with RunFolder(out_dir, RUN_FILES, resume=here, overwrite=args.overwrite) as run:  # refused here, before any work
         return train(args, cfg, out_dir, run)
+
+
+def resume_source(resume: str | None, out_dir: str) -> str | None:
+    """``--resume``'s checkpoint: ``auto`` for this folder's own (also when the path names it or the folder), else a file.
+
+    Nothing is read or removed here; a path that is not a checkpoint file is refused in one line.
+    """
+    if resume in (None, "auto"):
+        return resume
+    path = os.path.join(resume, "last.pt") if os.path.isdir(resume) else resume
+    if os.path.realpath(os.path.dirname(os.path.abspath(path))) == os.path.realpath(out_dir) and os.path.basename(path) == "last.pt":
+        return "auto"  # this folder's own checkpoint: resume in place (RunFolder checks that it exists)
+    if not os.path.isfile(path):
+        raise SystemExit(f"error: --resume {resume}: no checkpoint there ({path} not found); give RUN/last.pt, or --resume alone for "
+                         f"{os.path.join(out_dir, 'last.pt')}")
+    return path
 
 
 def train(args, cfg: TrainConfig, out_dir: str, run: RunFolder | None) -> int:
@@ -137,14 +154,16 @@ def train(args, cfg: TrainConfig, out_dir: str, run: RunFolder | None) -> int:
     steps = len(sampler)
     opt, sched = build_optimization(cfg, model.parameters(), steps)
 
-    if main_proc:
-        run.start()  # locked for this process from here on; --overwrite removes the old run only now
     ckpt_path = os.path.join(out_dir, "last.pt")
     resumed = {"epoch": 0, "htg_start": None, "active_all": None, "metrics_row": None}
-    if args.resume:
+    state = None
+    if args.resume:  # read and checked before the folder is touched: a refused resume leaves the run as it was
         path = ckpt_path if args.resume == "auto" else args.resume
-        state = load_checkpoint(path, map_location=device)
+        state = check_resumable(load_checkpoint(path, map_location=device), path)
         check_same_config(to_dict(from_dict(TrainConfig, state["config"])), to_dict(cfg), path)  # keys added since: their defaults
+    if main_proc:
+        run.start()  # locked for this process from here on; --overwrite removes the old run only now
+    if state is not None:
         resumed = restore_training(state, model, opt, sched, htg, aug_gen, rank)
         if main_proc:
             print(f"resumed from {path} after epoch {resumed['epoch']}")

@@ -74,6 +74,10 @@ class Embedder:
         state = load_checkpoint(path)
         model = model_from_checkpoint(state).eval()
         dev = torch.device(device or "cpu")
+        if dev.type == "cpu":
+            from reid_htg.device import flush_denormal
+
+            flush_denormal()  # subnormal weights of a decayed network would slow every CPU forward
         model.to(dev)
 
         def run(batch: np.ndarray) -> np.ndarray:
