@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -303,8 +304,11 @@ def check_train_config(cfg: TrainConfig) -> TrainConfig:
     need(cfg.loss.margin is None or cfg.loss.margin > 0, f"loss.margin={cfg.loss.margin} must be > 0 (or null for the soft margin)")
     need(0.0 <= cfg.loss.label_smoothing < 1.0, f"loss.label_smoothing={cfg.loss.label_smoothing} must be within [0, 1)")
     one_of("optim.optimizer.name", o.optimizer.name, sorted(OPTIMIZERS))
+    for arg, value in o.optimizer.args.items():
+        need(isinstance(value, (int, float, bool, list)) or value is None,
+             f"optim.optimizer.args.{arg}: expected a number, got {value!r} ({type(value).__name__})")
     lr = o.optimizer.args.get("lr")
-    need(lr is None or (isinstance(lr, (int, float)) and lr > 0), f"optim.optimizer.args.lr={lr} must be > 0")
+    need(lr is None or not isinstance(lr, (int, float)) or lr > 0, f"optim.optimizer.args.lr={lr} must be > 0")
     one_of("optim.schedule", o.schedule, SCHEDULES)
     need(o.warmup_epochs >= 0, f"optim.warmup_epochs={o.warmup_epochs} must be >= 0")
     if h.enabled:
@@ -346,6 +350,18 @@ def _no_duplicates(loader, node, deep=False):
 
 
 _StrictLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _no_duplicates)
+# Numbers as people write them: YAML 1.1 reads 1e-4, 5E-4 (no dot) as text; YAML 1.2 and Python read them as floats.
+_StrictLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"""^(?:[-+]?(?:[0-9][0-9_]*)(?:\.[0-9_]*)?[eE][-+]?[0-9]+
+                |[-+]?\.[0-9][0-9_]*(?:[eE][-+]?[0-9]+)?)$""", re.X),
+    list("-+0123456789."),
+)
+
+
+def parse_value(raw: str):
+    """One value as the config files read it (YAML, with 1e-4 and .5 as floats)."""
+    return yaml.load(raw, Loader=_StrictLoader)
 
 
 def recipe_path(name: str) -> str:

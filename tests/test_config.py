@@ -67,3 +67,18 @@ def test_every_gan_config_builds_and_steps(path):
         gan = CycleGAN(cfg.ngf, cfg.n_res, cfg.ndf, cfg.d_layers, cfg.lambda_cycle, cfg.lambda_identity, cfg.lr, cfg.beta1, cfg.pool_size)
         losses = gan.step(x, x.flip(3))
     assert all(torch.isfinite(torch.tensor(v)) for v in losses.values())
+
+
+def test_numbers_parse_as_people_write_them(tmp_path):
+    """YAML 1.1 reads 1e-4 (no dot) as text; overrides and config files read it, 5E-4 and .5 as floats."""
+    cfg = load_config(TrainConfig, None, ["optim.optimizer.args.lr=1e-4", "htg.lr=1e-3", "optim.optimizer.args.weight_decay=5E-4",
+                                          "loss.label_smoothing=.05", "htg.margin=+2e-1"])
+    assert cfg.optim.optimizer.args == {"lr": 1e-4, "weight_decay": 5e-4} and cfg.htg.lr == 1e-3
+    assert cfg.loss.label_smoothing == 0.05 and cfg.htg.margin == 0.2
+    path = tmp_path / "c.yaml"
+    path.write_text("optim:\n  optimizer: {name: adamw, args: {lr: 3e-3, weight_decay: 5e-2}}\n")
+    assert load_config(TrainConfig, str(path)).optim.optimizer.args == {"lr": 3e-3, "weight_decay": 5e-2}
+    with pytest.raises(ConfigError, match=r"expected a number, got 'fast'"):  # a wrong type is named as a type, not a range
+        load_config(TrainConfig, None, ["optim.optimizer.args.lr=fast"])
+    with pytest.raises(ConfigError, match="expected float"):
+        load_config(TrainConfig, None, ["htg.lr=fast"])

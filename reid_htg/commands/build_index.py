@@ -14,9 +14,8 @@ import argparse
 import sys
 import time
 
-import yaml
-
 from reid_htg.cli import run_tool
+from reid_htg.config import parse_value
 from reid_htg.metrics.distance import METRICS
 from reid_htg.retrieval import INDEX_TYPES, GalleryIndex, GalleryIndexError
 from reid_htg.retrieval.files import EmbeddingsFileError, load_embeddings
@@ -39,7 +38,7 @@ def main(argv=None) -> int:
     params = {}
     for item in args.params:
         key, _, value = item.partition("=")
-        params[key] = yaml.safe_load(value)
+        params[key] = parse_value(value)  # numbers as the config files read them (1e-4 too)
     if args.backend == "milvus":
         if not args.uri or args.out:
             raise SystemExit("error: --backend milvus takes --uri (a Milvus Lite file or http://HOST:19530), not --out")
