@@ -110,3 +110,17 @@ def test_bad_input_is_one_line(tmp_path, monkeypatch, capsys, tool, args, word, 
         assert (tmp_path / keep).exists()
     if tool == "train_gan.py":
         assert not (tmp_path / "gan").exists()  # refused before any file was written
+
+
+def test_bad_embeddings_are_refused_not_scored(tmp_path):
+    """Zero-width and all-zero embeddings given to eval.py are refused in one line (they once scored rank-1 2%)."""
+    import numpy as np
+    from conftest import run_tool_here
+
+    for name, emb in (("zero_width", np.zeros((20, 0), np.float32)), ("all_zero", np.zeros((20, 8), np.float32)),
+                      ("nan", np.full((20, 8), np.nan, np.float32))):
+        path = tmp_path / f"{name}.npz"
+        np.savez(path, embeddings=emb, pid=np.arange(20) % 5, camid=np.arange(20) % 2)
+        res = run_tool_here("eval.py", "--query", path, "--gallery", path, check=False)
+        assert res.returncode == 2 and res.stderr.count("\n") == 1 and "rank-1" not in res.stdout, (name, res.stderr)
+        assert {"zero_width": "dimension 0", "all_zero": "all zero", "nan": "NaN"}[name] in res.stderr

@@ -14,6 +14,8 @@ import os
 import numpy as np
 import pandas as pd
 
+from reid_htg.retrieval.checks import EmbeddingsError, check_embeddings
+
 
 class EmbeddingsFileError(ValueError):
     """An embeddings file that cannot be used, with the reason."""
@@ -31,6 +33,11 @@ def load_embeddings(path: str) -> tuple[np.ndarray, pd.DataFrame, str | None]:
     cols = {k: data[k] for k in data.files if k not in ("embeddings", "fingerprint")}
     if emb.ndim != 2:
         raise EmbeddingsFileError(f"{path}: 'embeddings' must be N x D, got shape {emb.shape}")
+    if len(emb):
+        try:
+            emb = check_embeddings(emb, f"embeddings in {path}")
+        except EmbeddingsError as exc:
+            raise EmbeddingsFileError(str(exc)) from None
     for k, v in cols.items():
         if v.ndim != 1:
             raise EmbeddingsFileError(f"{path}: column {k!r} must be one value per embedding (1-d), got shape {v.shape}")
@@ -59,7 +66,14 @@ def load_features(path: str) -> dict:
     missing = [k for k in FEATURE_KEYS[protocol] if k not in data.files]
     if missing:
         raise EmbeddingsFileError(f"{path} lacks array(s) {missing}; {need}")
-    return {**{k: data[k] for k in FEATURE_KEYS[protocol]}, "protocol": protocol}
+    feats = {k: data[k] for k in FEATURE_KEYS[protocol]}
+    for key in ("qf", "gf", "tf"):
+        if key in feats:
+            try:
+                feats[key] = check_embeddings(feats[key], f"{key} in {path}")
+            except EmbeddingsError as exc:
+                raise EmbeddingsFileError(str(exc)) from None
+    return {**feats, "protocol": protocol}
 
 
 def features_from_embeddings(query: str | None = None, gallery: str | None = None, test: str | None = None) -> dict:

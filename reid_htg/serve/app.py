@@ -107,6 +107,19 @@ def _error(status: int, message: str) -> JSONResponse:
     return JSONResponse({"error": message}, status_code=status)
 
 
+SEARCH_KEYS = ("embeddings", "k", "threshold", "filter")  # a JSON search body
+SEARCH_FIELDS = ("files", "k", "threshold", "filter")  # a multipart search form
+ADD_KEYS = ("embeddings", "metadata")
+ADD_FIELDS = ("files", "metadata")
+
+
+def known_keys(keys, known: tuple[str, ...], what: str) -> None:
+    """Refuse (422) keys a request may not hold: a misspelled ``filters`` must not answer unfiltered."""
+    unknown = sorted(set(keys) - set(known))
+    if unknown:
+        raise BadRequest(f"{what} has unknown key(s) {unknown}; the known keys: {list(known)}")
+
+
 def create_app(gallery: DurableGallery, embedder=None, api_key: str | None = None, max_k: int = 1000,
                max_body_bytes: int = 32 << 20, max_batch: int = 1024, max_results: int = 100_000, threshold: float | None = None) -> FastAPI:
     """The FastAPI app over ``gallery``; ``embedder`` (``reid_htg.serve.embedder.Embedder``) enables image requests; with a
@@ -240,10 +253,12 @@ def create_app(gallery: DurableGallery, embedder=None, api_key: str | None = Non
     async def search(request: Request):
         if multipart(request):
             images, form = await read_images(request)
+            known_keys(form.keys(), SEARCH_FIELDS, "the search form")
             k, limit = parse_k(form.get("k", 10), len(images)), parse_threshold(form.get("threshold"))
             q = await embed(images)
         else:
             data = await read_json(request)
+            known_keys(data, SEARCH_KEYS, "the search body")
             q = as_matrix(data.get("embeddings"))
             k, limit = parse_k(data.get("k", 10), len(q)), parse_threshold(data.get("threshold"))
             where = data.get("filter")
@@ -270,6 +285,7 @@ def create_app(gallery: DurableGallery, embedder=None, api_key: str | None = Non
     async def add_items(request: Request):
         if multipart(request):
             images, form = await read_images(request)
+            known_keys(form.keys(), ADD_FIELDS, "the items form")
             try:
                 metadata = json.loads(form.get("metadata", "[]"))
             except json.JSONDecodeError as exc:
@@ -277,6 +293,7 @@ def create_app(gallery: DurableGallery, embedder=None, api_key: str | None = Non
             x = await embed(images)
         else:
             data = await read_json(request)
+            known_keys(data, ADD_KEYS, "the items body")
             x, metadata = as_matrix(data.get("embeddings")), data.get("metadata", [{}] * len(data.get("embeddings") or []))
         if not isinstance(metadata, list):
             raise BadRequest("metadata must be a list with one object per embedding")
