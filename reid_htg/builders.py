@@ -47,7 +47,7 @@ def build_htg(cfg: TrainConfig, dim: int, num_classes: int) -> HTG | None:
         dim, num_classes, bottleneck=h.bottleneck, d_hidden=h.d_hidden, lr=h.lr, optimizer=h.optimizer, margin=h.margin,
         distance=h.distance, g_target=h.g_target, mining=h.mining, g_triplet=h.g_triplet, g_label=h.g_label, g_close=h.g_close,
         d_fake=h.d_fake, d_gen_identity=h.d_gen_identity, d_steps=h.d_steps, g_steps=h.g_steps, out_relu=h.out_relu,
-        scale_free=h.scale_free, normalize=cfg.loss.normalize,
+        scale_free=h.scale_free, normalize=cfg.loss.normalize, g_classifier=h.g_classifier, g_center=h.g_center, g_balance=h.g_balance,
     )
 
 

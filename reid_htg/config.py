@@ -109,6 +109,9 @@ class HTGConfig:
     out_relu: bool = False  # ReLU after G's last layer (G can then only add)
     scale_free: bool = True  # G acts on f / |f|, scaled back by |f|
     f_hard: float = 2.0  # weight of the embedding network's loss on G's hard triplets
+    g_classifier: bool = True  # G's label term also through the embedding network's classifier (the paper constrains G through D alone: false)
+    g_center: bool = False  # centre G's move over each batch, so that one shift of the whole batch cannot meet G's target
+    g_balance: str = "none"  # none, or grad_norm: G's label gradient scaled to g_label x its triplet gradient's norm, step by step
 
 
 @dataclass(frozen=True)
@@ -264,7 +267,7 @@ def _merge(base: dict, new: dict) -> dict:
 
 def check_train_config(cfg: TrainConfig) -> TrainConfig:
     """Validate a re-ID config before any data is read; raise :class:`ConfigError` naming the key and the valid values."""
-    from reid_htg.htg import G_TARGETS
+    from reid_htg.htg import G_BALANCES, G_TARGETS
     from reid_htg.htg import OPTIMIZERS as HTG_OPTIMIZERS
     from reid_htg.losses.miners import DISTANCES, MINERS
     from reid_htg.models.backbone import check_backbone_name
@@ -319,6 +322,7 @@ def check_train_config(cfg: TrainConfig) -> TrainConfig:
         one_of("htg.distance", h.distance, DISTANCES)
         one_of("htg.mining", h.mining, MINERS)
         one_of("htg.g_target", h.g_target, G_TARGETS)
+        one_of("htg.g_balance", h.g_balance, G_BALANCES)
         need(h.d_steps >= 1 and h.g_steps >= 0, "htg.d_steps must be >= 1 and htg.g_steps >= 0")
     if cfg.log.tensorboard:
         import importlib.util

@@ -47,16 +47,18 @@ and is an argument of :class:`HTG`.
 """
 from __future__ import annotations
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call
 
 from reid_htg.distributed import average_grads, broadcast_
-from reid_htg.losses.miners import DISTANCES, MINERS, mine_triplets, row_distance
+from reid_htg.losses.miners import DISTANCES, MINERS, mine_triplets, pair_masks, row_distance, triplet_distances
 from reid_htg.losses.triplet import triplet_hinge, triplet_loss
 
 G_TARGETS = ("reversed", "hard")
+G_BALANCES = ("none", "grad_norm")
 OPTIMIZERS = ("adam", "sgd")
 
 
@@ -77,9 +79,11 @@ class Generator(nn.Module):
         bottleneck: g's narrowest layer.
         out_relu: a ReLU after g's last layer (then g(f) >= 0: G can only add).
         scale_free: g acts on f / ||f|| and its output is scaled by ||f||.
+        center: subtract the batch mean of g's output, so that G cannot solve its objective by one shift of the whole
+            batch (the last BatchNorm's bias can add a common vector to every row).
     """
 
-    def __init__(self, dim: int, bottleneck: int = 256, out_relu: bool = False, scale_free: bool = True):
+    def __init__(self, dim: int, bottleneck: int = 256, out_relu: bool = False, scale_free: bool = True, center: bool = False):
         super().__init__()
         mid = max(dim // 2, bottleneck)
         self.net = nn.Sequential(
@@ -88,13 +92,17 @@ class Generator(nn.Module):
         last_bn = [m for m in self.net if isinstance(m, nn.BatchNorm1d)][-1]
         nn.init.zeros_(last_bn.weight)  # g = 0: G starts as the identity
         nn.init.zeros_(last_bn.bias)
-        self.scale_free = scale_free
+        self.scale_free, self.center = scale_free, center
+
+    def move(self, f: torch.Tensor) -> torch.Tensor:
+        """g's output on a batch, centred over the batch when ``center`` (then no vector is added to every row)."""
+        g = self.net(f / f.norm(dim=1, keepdim=True).clamp(min=1e-12) if self.scale_free else f)
+        return g - g.mean(0, keepdim=True) if self.center else g
 
     def forward(self, f: torch.Tensor) -> torch.Tensor:
         if not self.scale_free:
-            return f + self.net(f)
-        norm = f.norm(dim=1, keepdim=True).clamp(min=1e-12)
-        return f + norm * self.net(f / norm)
+            return f + self.move(f)
+        return f + f.norm(dim=1, keepdim=True).clamp(min=1e-12) * self.move(f)
 
 
 class Discriminator(nn.Module):
@@ -120,6 +128,55 @@ def auc(pos: torch.Tensor, neg: torch.Tensor) -> float:
     return float((diff > 0).float().mean() + 0.5 * (diff == 0).float().mean())
 
 
+def violated_share(x: torch.Tensor, labels: torch.Tensor, normalize: bool = True, distance: str = "euclidean") -> float:
+    """Share of all valid triplets (a, p, n) of a batch that are violated, d(a, n) < d(a, p).
+
+    Examples:
+        >>> violated_share(torch.tensor([[0.0], [0.6], [1.0]]), torch.tensor([0, 0, 1]), normalize=False)  # anchor 1 only
+        0.5
+    """
+    with torch.no_grad():
+        x = F.normalize(x.float(), dim=1) if normalize else x.float()
+        d = triplet_distances(x, x, distance)
+        pos, neg = pair_masks(labels)
+        valid = pos[:, :, None] & neg[:, None, :]
+        viol = d[:, None, :] < d[:, :, None]  # [a, p, n]: d(a, n) < d(a, p)
+        total = int(valid.sum())
+        return float((viol & valid).sum()) / total if total else float("nan")
+
+
+def triplet_diagnostics(real: torch.Tensor, gen: torch.Tensor, labels: torch.Tensor, normalize: bool = True,
+                        distance: str = "euclidean") -> dict[str, float]:
+    """Did G make triplets harder, and how? One batch of real features (B, L) and G's outputs for them (B, L).
+
+    Returns:
+        ``real_gap``, ``gen_gap``: mean d(a, n) - d(a, p) of the semi-hard triplets mined on the *real* features,
+        on real and on generated rows; ``gap_change_rel``: (gen_gap - real_gap) / real_gap (-1: every gap closed);
+        ``real_violated``, ``gen_violated``: :func:`violated_share` of real and generated rows; ``common_share``:
+        the norm of the batch mean of G(f) - f over the mean norm of G(f) - f (1: one shift for the whole batch);
+        ``g_shift``: mean ||G(f) - f|| / ||f||.
+    """
+    with torch.no_grad():
+        real, gen = real.float(), gen.float()
+        a, p, n = mine_triplets(real, labels, "semi_hard", normalize)
+
+        def gap(x):
+            x = F.normalize(x, dim=1) if normalize else x
+            return float((row_distance(x[a], x[n], distance) - row_distance(x[a], x[p], distance)).mean()) if len(a) else float("nan")
+
+        real_gap, gen_gap = gap(real), gap(gen)
+        move = gen - real
+        move_norm = move.norm(dim=1).mean()
+        return {
+            "real_gap": real_gap, "gen_gap": gen_gap,
+            "gap_change_rel": (gen_gap - real_gap) / real_gap if real_gap > 0 else float("nan"),
+            "real_violated": violated_share(real, labels, normalize, distance),
+            "gen_violated": violated_share(gen, labels, normalize, distance),
+            "common_share": float(move.mean(0).norm() / move_norm) if move_norm > 0 else 0.0,
+            "g_shift": float((move.norm(dim=1) / real.norm(dim=1).clamp(min=1e-12)).mean()),
+        }
+
+
 class HTG(nn.Module):
     """G, D, their optimisers and the three HTG steps (see the module docstring for every choice).
 
@@ -143,11 +200,19 @@ class HTG(nn.Module):
         out_relu: keep a ReLU after G's last layer.
         scale_free: G acts on f / ||f|| (and D sees features divided by ||f||).
         normalize: triplet distances (and mining) on L2-normalised features.
+        g_classifier: G's label term also asks the embedding network's identity classifier for the true identity
+            (not in the paper, which constrains G through D alone).
+        g_center: G's move is centred over each batch (:class:`Generator`'s ``center``).
+        g_balance: ``none`` (the label term weighs ``g_label``) or ``grad_norm`` (its gradient on G's weights is
+            scaled to ``g_label`` times the triplet target's gradient norm, step by step, so neither term drowns
+            the other whatever their scales).
     """
 
     LOG_KEYS = [
         "d_loss", "d_acc_real", "d_acc_fake", "d_id_acc", "d_auc", "g_loss", "g_label_acc",
         "real_active", "real_gap", "gen_active", "gen_gap", "gap_change", "g_shift", "emb_norm", "htg_hard",
+        "gap_change_rel", "real_violated", "gen_violated", "common_share", "g_grad_triplet", "g_grad_label",
+        "d_gen_id_acc", "d_gen_prob",
     ]
 
     def __init__(
@@ -172,13 +237,18 @@ class HTG(nn.Module):
         out_relu: bool = False,
         scale_free: bool = True,
         normalize: bool = True,
+        g_classifier: bool = True,
+        g_center: bool = False,
+        g_balance: str = "none",
     ):
         super().__init__()
         _check("optimizer", optimizer, OPTIMIZERS)
+        _check("g_balance", g_balance, G_BALANCES)
         _check("distance", distance, DISTANCES)
         _check("g_target", g_target, G_TARGETS)
         _check("mining", mining, MINERS)
-        self.G = Generator(dim, bottleneck, out_relu, scale_free)
+        self.G = Generator(dim, bottleneck, out_relu, scale_free, center=g_center)
+        self.g_classifier, self.g_balance = g_classifier, g_balance
         self.D = Discriminator(dim, num_classes, d_hidden)
         self.num_classes = num_classes
         self.margin, self.distance, self.normalize = margin, distance, normalize
@@ -237,6 +307,8 @@ class HTG(nn.Module):
         with torch.no_grad():
             p_fake = torch.cat([real_logits, gen_logits]).softmax(1)[:, -1]
         return {
+            "d_gen_id_acc": float((gen_logits[:, : self.num_classes].argmax(1) == labels).float().mean()),
+            "d_gen_prob": float(p_fake[len(emb):].mean()),
             "d_loss": float(loss.detach()),
             "d_acc_real": float((real_logits.argmax(1) == labels).float().mean()),
             "d_acc_fake": float((gen_logits.argmax(1) == self.num_classes).float().mean()),
@@ -249,8 +321,9 @@ class HTG(nn.Module):
             a, p, n = (F.normalize(t, dim=1) for t in (a, p, n))
         return row_distance(a, p, self.distance), row_distance(a, n, self.distance)
 
-    def g_loss(self, emb, labels, classifier=None, neck=None):
-        """G's objective on a batch (differentiable in G's weights) and its statistics."""
+    def g_terms(self, emb, labels, classifier=None, neck=None) -> tuple[dict[str, torch.Tensor], dict[str, float]]:
+        """G's objective's terms on a batch (differentiable in G's weights): ``triplet`` (the target), ``label``
+        (D's, and with ``g_classifier`` the classifier's, cross-entropy on G's outputs), ``close`` when ``g_close``."""
         a, p, n = mine_triplets(emb, labels, self.mining, self.normalize)
         gen = self.G(emb)
         d_ap, d_an = self._distances(gen[a], gen[p], gen[n])
@@ -260,33 +333,52 @@ class HTG(nn.Module):
             target = F.relu(d_an - d_ap).mean()  # just hard: gap 0
         _, gen_logits = self.joint_logits(emb, gen)
         label = F.cross_entropy(gen_logits, labels)
-        if classifier is not None:
+        if self.g_classifier and classifier is not None:
             feat = gen
             if isinstance(neck, nn.BatchNorm1d):  # the neck's running statistics, never updated by G
                 feat = F.batch_norm(gen, neck.running_mean, neck.running_var, neck.weight, neck.bias, training=False)
             label = label + F.cross_entropy(classifier(feat).float(), labels)
-        loss = self.g_triplet * target + self.g_label * label
+        terms = {"triplet": target, "label": label}
         if self.g_close:
             shift = (gen - emb).pow(2).sum(1)
             if self.scale_free:
                 shift = shift / emb.pow(2).sum(1).clamp(min=1e-12)
-            loss = loss + self.g_close * shift.mean()
-        stats = {"g_loss": float(loss.detach()), "g_label_acc": float((gen_logits[:, : self.num_classes].argmax(1) == labels).float().mean())}
-        return loss, stats
+            terms["close"] = shift.mean()
+        stats = {"g_label_acc": float((gen_logits[:, : self.num_classes].argmax(1) == labels).float().mean())}
+        return terms, stats
+
+    def g_loss(self, emb, labels, classifier=None, neck=None):
+        """G's objective at its fixed weights (``g_triplet``, ``g_label``, ``g_close``) and its statistics."""
+        terms, stats = self.g_terms(emb, labels, classifier, neck)
+        loss = self.g_triplet * terms["triplet"] + self.g_label * terms["label"] + self.g_close * terms.get("close", 0.0)
+        return loss, dict(stats, g_loss=float(loss.detach()))
 
     def g_step(self, emb: torch.Tensor, labels: torch.Tensor, classifier=None, neck=None) -> dict[str, float]:
-        """Update G only: make the generated triplets hard while keeping their identities."""
+        """Update G only: make the generated triplets hard while keeping their identities.
+
+        Each term's gradient on G's weights is taken apart (its norm is logged: ``g_grad_triplet``,
+        ``g_grad_label``); with ``g_balance="grad_norm"`` the label gradient is rescaled to ``g_label`` times the
+        triplet gradient's norm before they are summed.
+        """
         emb = emb.detach().float()
         if self.g_steps == 0:  # G frozen (a control: G stays the identity); report its objective only
             with torch.no_grad():
                 return self.g_loss(emb, labels, classifier, neck)[1]
+        params = [q for q in self.G.parameters() if q.requires_grad]
         for _ in range(self.g_steps):
-            loss, stats = self.g_loss(emb, labels, classifier, neck)
-            self.opt_g.zero_grad(set_to_none=True)
-            loss.backward(inputs=list(self.G.parameters()))
+            terms, stats = self.g_terms(emb, labels, classifier, neck)
+            grads = {k: torch.autograd.grad(v, params, retain_graph=True, allow_unused=True) for k, v in terms.items()}
+            grads = {k: [torch.zeros_like(q) if g is None else g for g, q in zip(gs, params)] for k, gs in grads.items()}
+            norms = {k: float(torch.sqrt(sum((g * g).sum() for g in gs))) for k, gs in grads.items()}
+            w = {"triplet": self.g_triplet, "label": self.g_label, "close": self.g_close}
+            if self.g_balance == "grad_norm" and norms["label"] > 0:
+                w["label"] = self.g_label * self.g_triplet * norms["triplet"] / norms["label"]
+            for i, q in enumerate(params):
+                q.grad = sum(w[k] * grads[k][i] for k in terms)
             average_grads(self.G.parameters())
             self.opt_g.step()
-        return stats
+            loss = sum(w[k] * float(v.detach()) for k, v in terms.items())
+        return dict(stats, g_loss=loss, g_grad_triplet=norms["triplet"], g_grad_label=norms["label"])
 
     def hard_triplet_loss(self, emb: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
         """The embedding network's loss on G's hard triplets (gradients reach F, never G's weights).
@@ -305,8 +397,67 @@ class HTG(nn.Module):
             _, real_stats = triplet_loss(emb[a], emb[p], emb[n], self.margin, self.normalize, self.distance)
             norm = emb.norm(dim=1)
             shift = ((gen - emb).norm(dim=1) / norm.clamp(min=1e-12)).mean()
+            diag = triplet_diagnostics(emb, gen, labels, self.normalize, self.distance)
         return loss, {
+            **{k: diag[k] for k in ("gap_change_rel", "real_violated", "gen_violated", "common_share")},
             "real_active": real_stats["active"], "real_gap": real_stats["gap"],
             "gen_active": gen_stats["active"], "gen_gap": gen_stats["gap"],
             "gap_change": gen_stats["gap"] - real_stats["gap"], "g_shift": float(shift), "emb_norm": float(norm.mean()),
         }
+
+
+def class_means(feats: torch.Tensor, labels: torch.Tensor, num_classes: int) -> torch.Tensor:
+    """(K, L) L2-normalised means of the L2-normalised features of each identity: the nearest-class-mean judge."""
+    x = F.normalize(feats.float(), dim=1)
+    return F.normalize(torch.zeros(num_classes, x.shape[1]).index_add_(0, labels, x), dim=1)
+
+
+@torch.no_grad()
+def fixed_f_figures(htg: HTG, feats: torch.Tensor, labels: torch.Tensor, batches, means: torch.Tensor) -> dict[str, float]:
+    """How hard G makes triplets and whether they keep their identities, over ``batches`` of fixed features.
+
+    Args:
+        htg: G and D (put in eval mode here, back in train mode after).
+        feats: (N, L) real features; labels: (N,) identities 0..K-1.
+        batches: index tensors into ``feats`` (P x K batches).
+        means: :func:`class_means` of the real features (an identity judge D's training cannot bend).
+
+    Returns:
+        the means over batches of :func:`triplet_diagnostics` and ``d_real_id_acc``, ``d_gen_id_acc`` (D's identity
+        accuracy among the K on real features and on G's outputs), ``d_gen_prob`` (D's "generated" probability on
+        G's outputs), ``ncm_real_id_acc``, ``ncm_gen_id_acc`` (nearest class mean, cosine); ``gap_change_rel`` is that
+        of the mean gaps.
+    """
+    htg.eval()
+    rows = []
+    try:
+        for idx in batches:
+            f, y = feats[idx].float(), labels[idx]
+            gen = htg.G(f)
+            r = triplet_diagnostics(f, gen, y, htg.normalize, htg.distance)
+            real_logits, gen_logits = htg.joint_logits(f, gen)
+            k = htg.num_classes
+            r["d_real_id_acc"] = float((real_logits[:, :k].argmax(1) == y).float().mean())
+            r["d_gen_id_acc"] = float((gen_logits[:, :k].argmax(1) == y).float().mean())
+            r["d_gen_prob"] = float(gen_logits.softmax(1)[:, -1].mean())
+            r["ncm_real_id_acc"] = float(((F.normalize(f, dim=1) @ means.T).argmax(1) == y).float().mean())
+            r["ncm_gen_id_acc"] = float(((F.normalize(gen, dim=1) @ means.T).argmax(1) == y).float().mean())
+            rows.append(r)
+    finally:
+        htg.train()
+    out = {key: float(np.nanmean([r[key] for r in rows])) for key in rows[0]}
+    out["gap_change_rel"] = (out["gen_gap"] - out["real_gap"]) / out["real_gap"] if out["real_gap"] > 0 else float("nan")
+    return out
+
+
+GATE = {  # name: (test on fixed_f_figures' output, what it says)
+    "gap": (lambda r: r["gap_change_rel"] <= -0.30, "G closes >= 30% of the real semi-hard gap"),
+    "violated": (lambda r: r["gen_violated"] - r["real_violated"] >= 0.10, ">= 10 points more of G's triplets violated than of the real ones"),
+    "common_share": (lambda r: r["common_share"] <= 0.30, "at most 30% of G's move common to the batch"),
+    "ncm": (lambda r: r["ncm_gen_id_acc"] >= 0.7 * r["ncm_real_id_acc"], "G's outputs stay in their identities (NCM accuracy >= 0.7x real)"),
+}
+
+
+def gate(figures: dict[str, float]) -> dict[str, bool]:
+    """The fixed-F gate (:data:`GATE`) on :func:`fixed_f_figures`' output: each criterion's verdict."""
+    return {name: bool(test(figures)) for name, (test, _) in GATE.items()}

@@ -265,3 +265,77 @@ def test_d_still_trains_when_g_never_steps():
     assert all(not torch.equal(p, q) for p, q in zip(d_before, htg.D.parameters()))
     assert all(torch.equal(p, q) for p, q in zip(g_before, htg.G.parameters()))
     assert sum(accs[:5]) / 5 < 0.3 and sum(accs[-5:]) / 5 > 0.9, accs
+
+
+def test_triplet_diagnostics_by_hand():
+    """Four points on a line, two identities: the semi-hard gap, the violated shares and the common share, counted by hand."""
+    from reid_htg.htg import triplet_diagnostics, violated_share
+
+    real = torch.tensor([[0.0], [0.3], [1.0], [1.2]])
+    labels = torch.tensor([0, 0, 1, 1])
+    # anchor 0: p=1 (0.3), negatives 1.0, 1.2: semi-hard n = 1.0 (gap 0.7); anchor 1: p=0 (0.3), n=1.0 (0.7, gap 0.4);
+    # anchor 2: p=3 (0.2), n=1 (0.7, gap 0.5); anchor 3: p=2 (0.2), n=1 (0.9, gap 0.7). Mean gap 0.575, nothing violated.
+    d = triplet_diagnostics(real, real, labels, normalize=False)
+    assert d["real_gap"] == pytest.approx(0.575) and d["real_violated"] == 0.0 and d["g_shift"] == 0.0
+    gen = real + 0.5  # one shift for the whole batch: the gaps stay, all of the move is common
+    d = triplet_diagnostics(real, gen + torch.tensor([[0.0], [0.0], [0.0], [0.0]]), labels, normalize=False)
+    assert d["gap_change_rel"] == pytest.approx(0.0, abs=1e-6) and d["common_share"] == pytest.approx(1.0)
+    moved = torch.tensor([[0.0], [0.9], [1.0], [1.2]])  # point 1 beside the other identity
+    # triplets (a, p, n): (0,1,2) d_an 1.0 > d_ap 0.9 no; (0,1,3) no; (1,0,2) d_an 0.1 < 0.9 yes; (1,0,3) 0.3 < 0.9 yes;
+    # (2,3,0) no; (2,3,1) 0.1 < 0.2 yes; (3,2,0) no; (3,2,1) 0.3 > 0.2 no: 3 of 8
+    assert violated_share(moved, labels, normalize=False) == pytest.approx(3 / 8)
+
+
+def test_a_centred_generator_cannot_shift_the_whole_batch():
+    torch.manual_seed(0)
+    emb, labels = _features()
+    from reid_htg.htg import triplet_diagnostics
+
+    for center in (False, True):
+        htg = HTG(32, 8, bottleneck=16, d_hidden=64, g_center=center)
+        _shift_generator(htg, 0.2)  # the last BatchNorm's bias: one vector added to every row
+        with torch.no_grad():
+            d = triplet_diagnostics(emb, htg.G(emb), labels)
+        if center:  # the shift is taken out: G does not move at all
+            assert d["g_shift"] < 1e-5
+        else:  # all of the move is common, 20% of the norm
+            assert d["common_share"] == pytest.approx(1.0, abs=1e-3) and d["g_shift"] == pytest.approx(0.2, rel=1e-3)
+
+
+def test_grad_norm_balance_scales_the_label_gradient_to_its_share():
+    """With g_balance=grad_norm the update is g_triplet x the target's gradient + g_label x |target grad| / |label grad| x
+    the label's gradient: checked against the two gradients taken by hand, SGD without momentum so the step is the gradient."""
+    torch.manual_seed(0)
+    emb, labels = _features()
+    htg = HTG(32, 8, bottleneck=16, d_hidden=64, g_balance="grad_norm", g_label=0.25, g_center=True, optimizer="sgd", lr=1.0)
+    for group in htg.opt_g.param_groups:
+        group["momentum"] = 0.0
+    for _ in range(3):
+        htg.d_step(emb, labels)
+    with torch.no_grad():  # move G off the identity so the target has a gradient
+        for q in htg.G.parameters():
+            q.add_(0.05 * torch.randn_like(q))
+    params = list(htg.G.parameters())
+    terms, _ = htg.g_terms(emb, labels)
+    g_t = torch.autograd.grad(terms["triplet"], params, retain_graph=True, allow_unused=True)
+    g_l = torch.autograd.grad(terms["label"], params, allow_unused=True)
+    g_t = [torch.zeros_like(q) if g is None else g for g, q in zip(g_t, params)]
+    g_l = [torch.zeros_like(q) if g is None else g for g, q in zip(g_l, params)]
+    n_t, n_l = (torch.sqrt(sum((g * g).sum() for g in gs)) for gs in (g_t, g_l))
+    before = [q.detach().clone() for q in params]
+    stats = htg.g_step(emb, labels)
+    assert stats["g_grad_triplet"] == pytest.approx(float(n_t), rel=1e-4) and stats["g_grad_label"] == pytest.approx(float(n_l), rel=1e-4)
+    for q, b, gt, gl in zip(params, before, g_t, g_l):
+        expected = gt + 0.25 * n_t / n_l * gl
+        assert torch.allclose(b - q.detach(), expected, atol=1e-5)
+
+
+def test_the_classifier_term_is_a_choice():
+    torch.manual_seed(0)
+    emb, labels = _features()
+    classifier = torch.nn.Linear(32, 8, bias=False)
+    for use, differs in ((True, True), (False, False)):
+        htg = HTG(32, 8, bottleneck=16, d_hidden=64, g_classifier=use)
+        with_c, _ = htg.g_terms(emb, labels, classifier)
+        without, _ = htg.g_terms(emb, labels, None)
+        assert (abs(float((with_c["label"] - without["label"]).detach())) > 1e-4) == differs

@@ -7,7 +7,7 @@ import zipfile
 import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-SCRIPTS = ["reid-train", "reid-train-gan", "reid-eval", "reid-check", "reid-embed", "reid-index", "reid-search", "reid-export", "reid-serve"]
+SCRIPTS = ["reid-train", "reid-train-gan", "reid-eval", "reid-check", "reid-check-model", "reid-embed", "reid-index", "reid-search", "reid-export", "reid-serve"]
 
 
 def test_every_subpackage_is_listed_for_the_wheel():

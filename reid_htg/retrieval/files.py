@@ -33,16 +33,16 @@ def load_embeddings(path: str) -> tuple[np.ndarray, pd.DataFrame, str | None]:
     cols = {k: data[k] for k in data.files if k not in ("embeddings", "fingerprint")}
     if emb.ndim != 2:
         raise EmbeddingsFileError(f"{path}: 'embeddings' must be N x D, got shape {emb.shape}")
-    if len(emb):
-        try:
-            emb = check_embeddings(emb, f"embeddings in {path}")
-        except EmbeddingsError as exc:
-            raise EmbeddingsFileError(str(exc)) from None
     for k, v in cols.items():
         if v.ndim != 1:
             raise EmbeddingsFileError(f"{path}: column {k!r} must be one value per embedding (1-d), got shape {v.shape}")
         if len(v) != len(emb):
             raise EmbeddingsFileError(f"{path}: column {k!r} has {len(v)} entries for {len(emb)} embeddings")
+    if len(emb):  # the values, once the structure is right
+        try:
+            emb = check_embeddings(emb, f"embeddings in {path}")
+        except EmbeddingsError as exc:
+            raise EmbeddingsFileError(str(exc)) from None
     fp = str(data["fingerprint"]) if "fingerprint" in data.files else None
     return emb, pd.DataFrame(cols), fp
 
