@@ -9,6 +9,7 @@ user's input); 130 interrupted.
 from __future__ import annotations
 
 import errno
+import os
 import sys
 from typing import Callable
 
@@ -25,6 +26,14 @@ def run_tool(main: Callable[[], int | None]) -> int:
             print(exc.code, file=sys.stderr)
             return 2
         raise
+    except ModuleNotFoundError as exc:
+        from reid_htg.utils.extras import missing_extra
+
+        message = missing_extra(exc, f"{os.path.basename(sys.argv[0]) or 'this command'}")
+        if debug or message is None:
+            raise
+        print(f"error: {message}", file=sys.stderr)
+        return 2
     except (ValueError, FileNotFoundError, NotADirectoryError, IsADirectoryError, PermissionError) as exc:
         if debug:
             raise

@@ -16,6 +16,8 @@ from dataclasses import dataclass, field
 
 import yaml
 
+from reid_htg.utils.extras import install_hint
+
 
 class ConfigError(ValueError):
     """A config that does not match its dataclass."""
@@ -327,7 +329,7 @@ def check_train_config(cfg: TrainConfig) -> TrainConfig:
     if cfg.log.tensorboard:
         import importlib.util
 
-        need(importlib.util.find_spec("tensorboard") is not None, 'log.tensorboard=true needs TensorBoard: pip install -e ".[tensorboard]"')
+        need(importlib.util.find_spec("tensorboard") is not None, "log.tensorboard=true needs TensorBoard: " + install_hint("tensorboard"))
     for key in ("lsro_ratio", "camstyle_ratio", "fgsm_ratio"):
         need(getattr(a, key) >= 0, f"augmenters.{key}={getattr(a, key)} must be >= 0")
     need(0.0 <= a.fgsm_eps <= 1.0 and 0.0 <= a.camstyle_smoothing < 1.0, "augmenters.fgsm_eps must be within [0, 1], camstyle_smoothing within [0, 1)")

@@ -21,6 +21,7 @@ from __future__ import annotations
 import csv
 import os
 
+from reid_htg.utils.extras import install_hint
 from reid_htg.utils.locks import FolderInUse, FolderLock
 
 
@@ -171,7 +172,7 @@ class TensorBoardLog:
         try:
             from torch.utils.tensorboard import SummaryWriter
         except ImportError:
-            raise RunFolderError('log.tensorboard=true needs TensorBoard: pip install -e ".[tensorboard]"') from None
+            raise RunFolderError("log.tensorboard=true needs TensorBoard: " + install_hint("tensorboard")) from None
         self.writer = SummaryWriter(folder, purge_step=resume_after + 1 if resume_after else None)
 
     def append(self, row: dict) -> None:

@@ -32,7 +32,9 @@ import logging
 import numpy as np
 from PIL import Image
 
-TRACK_EXTRA = 'the tracker interface needs the track extra: pip install -e ".[track]"'
+from reid_htg.utils.extras import install_hint
+
+TRACK_EXTRA = "the tracker interface needs the track extra: " + install_hint("track")
 
 
 def _boxmot():

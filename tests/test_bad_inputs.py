@@ -124,3 +124,23 @@ def test_bad_embeddings_are_refused_not_scored(tmp_path):
         res = run_tool_here("eval.py", "--query", path, "--gallery", path, check=False)
         assert res.returncode == 2 and res.stderr.count("\n") == 1 and "rank-1" not in res.stdout, (name, res.stderr)
         assert {"zero_width": "dimension 0", "all_zero": "all zero", "nan": "NaN"}[name] in res.stderr
+
+
+def test_a_missing_extra_is_one_line_naming_the_wheel_install(monkeypatch, capsys):
+    """Every tool runs under run_tool: an optional module that is not installed names its extra as a wheel user installs it."""
+    import sys as _sys
+
+    from reid_htg.cli import run_tool
+
+    def needs(module):
+        def main():
+            raise ModuleNotFoundError(f"No module named '{module}'", name=module)
+        return main
+
+    monkeypatch.setattr(_sys, "argv", ["reid-export"])
+    for module, extra in (("onnx", "serve"), ("onnxruntime", "serve"), ("pymilvus", "milvus"), ("openvino", "openvino"), ("boxmot", "track")):
+        assert run_tool(needs(module)) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and f'pip install "reid-htg[{extra}]"' in err and module in err, err
+    with pytest.raises(ModuleNotFoundError):  # a module of no extra is a real bug: its traceback stays
+        run_tool(needs("no_such_module_of_ours"))

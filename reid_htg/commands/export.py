@@ -14,6 +14,7 @@ import argparse
 import sys
 
 from reid_htg.cli import run_tool
+from reid_htg.utils.extras import install_hint
 
 
 def main(argv=None) -> int:
@@ -32,7 +33,7 @@ def main(argv=None) -> int:
             import openvino  # noqa: F401
     except ImportError as exc:
         extra = "openvino" if args.format == "openvino" else "serve"
-        raise SystemExit(f"error: {args.format} export needs the {extra} extra ({exc.name} is missing): pip install -e \".[{extra}]\"") from None
+        raise SystemExit(f"error: {args.format} export needs the {extra} extra ({exc.name} is missing): {install_hint(extra)}") from None
     export = export_onnx if args.format == "onnx" else export_openvino
     r = export(args.checkpoint, args.out, opset=args.opset)
     ok = r["max_abs_diff"] <= 1e-4 and r["min_cosine"] >= 0.99999

@@ -17,6 +17,7 @@ import os
 import sys
 
 from reid_htg.cli import run_tool
+from reid_htg.utils.extras import install_hint
 
 
 def main(argv=None) -> int:
@@ -46,7 +47,7 @@ def main(argv=None) -> int:
         from reid_htg.serve.embedder import Embedder
         from reid_htg.serve.store import DurableGallery
     except ImportError as exc:
-        raise SystemExit(f"error: the service needs the serve extra ({exc.name} is missing): pip install -e \".[serve]\"") from None
+        raise SystemExit(f"error: the service needs the serve extra ({exc.name} is missing): {install_hint('serve')}") from None
     if args.api_key is not None and not args.api_key.strip():
         raise SystemExit("error: the API key (--api-key or REID_API_KEY) is empty, which would leave writes open; set a key, or unset both")
     if args.backend == "milvus":

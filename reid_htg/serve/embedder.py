@@ -16,6 +16,7 @@ import os
 import numpy as np
 
 from reid_htg.data.decode import read_rgb
+from reid_htg.utils.extras import install_hint
 
 META_PREFIX = "reid_htg."
 
@@ -41,7 +42,7 @@ class Embedder:
         try:
             import openvino as ov
         except ImportError:
-            raise ValueError('an OpenVINO model needs the openvino extra: pip install -e ".[openvino]"') from None
+            raise ValueError("an OpenVINO model needs the openvino extra: " + install_hint("openvino")) from None
         if not os.path.isfile(path):
             raise FileNotFoundError(f"OpenVINO model {path!r} not found")
         core = ov.Core()

@@ -37,6 +37,7 @@ import numpy as np
 
 from reid_htg.retrieval.index import RESERVED_COLUMNS, GalleryIndex, GalleryIndexError, check_params, column_kind, parse_filter
 from reid_htg.serve.store import NotFound, check_rows
+from reid_htg.utils.extras import install_hint
 
 COLLECTION, MANIFEST = "reid_htg_gallery", "reid_htg_manifest"
 _KINDS = {"int": "INT64", "float": "DOUBLE", "bool": "BOOL", "text": "VARCHAR"}
@@ -153,7 +154,7 @@ class MilvusGallery:
         try:
             from pymilvus import MilvusClient
         except ImportError:
-            raise GalleryIndexError('the milvus backend needs the milvus extra: pip install -e ".[milvus]"') from None
+            raise GalleryIndexError("the milvus backend needs the milvus extra: " + install_hint("milvus")) from None
         self.uri, self.flush = uri, flush
         self.client = _connect(MilvusClient, uri)
         if not self.client.has_collection(COLLECTION):
