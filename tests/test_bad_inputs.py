@@ -144,3 +144,20 @@ def test_a_missing_extra_is_one_line_naming_the_wheel_install(monkeypatch, capsy
         assert err.count("\n") == 1 and f'pip install "reid-htg[{extra}]"' in err and module in err, err
     with pytest.raises(ModuleNotFoundError):  # a module of no extra is a real bug: its traceback stays
         run_tool(needs("no_such_module_of_ours"))
+
+
+def test_search_prints_a_bounded_table_and_keeps_every_cell_in_csv(tmp_path):
+    """A 100,000-character metadata value: a line of the terminal table stays short, the CSV holds it whole."""
+    import numpy as np
+    import pandas as pd
+    from conftest import run_tool_here
+
+    rng = np.random.default_rng(0)
+    long = "x" * 100_000
+    gallery = tmp_path / "g.npz"
+    np.savez(gallery, embeddings=rng.standard_normal((5, 8)).astype(np.float32), path=np.array([long] + [f"p{i}" for i in range(4)]),
+             note=np.array([long] * 5))
+    run_tool_here("build_index.py", "--embeddings", gallery, "--out", tmp_path / "idx")
+    res = run_tool_here("search.py", "--index", tmp_path / "idx", "--embeddings", gallery, "--k", "3", "--csv", tmp_path / "top.csv")
+    assert len(res.stdout) < 20_000 and max(len(line) for line in res.stdout.splitlines()) < 400
+    assert (pd.read_csv(tmp_path / "top.csv")["note"] == long).all()

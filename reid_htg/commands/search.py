@@ -18,6 +18,7 @@ import pandas as pd
 from reid_htg.cli import positive_int, run_tool
 from reid_htg.retrieval import GalleryIndex, GalleryIndexError
 from reid_htg.retrieval.files import check_threshold, read_threshold
+from reid_htg.utils.tables import terminal_table
 
 
 def draw(table: pd.DataFrame, queries: pd.DataFrame, out: str, max_queries: int = 8, thumb=(128, 64)) -> None:
@@ -140,7 +141,7 @@ def main(argv=None) -> int:
         if threshold is not None:
             unknown = shown.groupby("query")["unknown"].first()
             print(f"threshold {threshold:.4f}: {int(unknown.sum())} of {len(unknown)} queries unknown (best match beyond it)")
-        print(shown.head(60).to_string(index=False))
+        print(terminal_table(shown, 60))  # long text cells shortened here; --csv keeps them whole
         if len(shown) > 60:
             print(f"... {len(shown) - 60} more rows" + (f" in {args.csv}" if args.csv else " (use --csv)"))
     if args.png:
