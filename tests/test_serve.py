@@ -246,6 +246,13 @@ BAD = [  # method, path, kwargs, status, word
     ("delete", "/items/3", {}, 401, "X-API-Key"),
     ("post", "/items", {"json": {"embeddings": [[0.1] * 512], "metadata": [{"path": "x"}]}, "headers": KEY}, 422, "fields"),
     ("post", "/items", {"json": {"embeddings": [[0.1] * 512, [0.2] * 512], "metadata": [{"path": "x", "pid": 1}]}, "headers": KEY}, 422, "match"),
+    # a gallery's column types are fixed when it is built: one bad write cannot change them for everyone (both stores)
+    ("post", "/items", {"json": {"embeddings": [[0.1] * 512], "metadata": [{"path": "x", "pid": 1.5}]}, "headers": KEY}, 422, "column's type"),
+    ("post", "/items", {"json": {"embeddings": [[0.1] * 512], "metadata": [{"path": "x", "pid": 2**70}]}, "headers": KEY}, 422, "64 bits"),
+    ("post", "/items", {"json": {"embeddings": [[0.1] * 512], "metadata": [{"path": "x", "pid": 2**63}]}, "headers": KEY}, 422, "64 bits"),
+    ("post", "/items", {"json": {"embeddings": [[0.1] * 512], "metadata": [{"path": "x", "pid": "abc"}]}, "headers": KEY}, 422, "column's type"),
+    ("post", "/items", {"json": {"embeddings": [[0.1] * 512], "metadata": [{"path": "x", "pid": None}]}, "headers": KEY}, 422, "column's type"),
+    ("post", "/items", {"json": {"embeddings": [[0.1] * 512], "metadata": [{"path": 7, "pid": 1}]}, "headers": KEY}, 422, "holds text"),
     # unknown keys are errors: a misspelled filter must not answer unfiltered
     ("post", "/search", {"json": {"embeddings": [[0.1] * 512], "k": 3, "filters": {"pid": 150}}}, 422, "unknown key(s) ['filters']"),
     ("post", "/search", {"files": [("files", ("x.png", b"x", "image/png"))], "data": {"k": "3", "thresold": "0.5"}}, 422, "'thresold'"),

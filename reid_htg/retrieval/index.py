@@ -233,6 +233,10 @@ class GalleryIndex:
         """Metadata column names, ``gallery_id`` first."""
         return ["gallery_id", *(c for c in self._cols if c != "gallery_id")]
 
+    def column_kinds(self) -> dict[str, str]:
+        """Each metadata column's kind (:func:`column_kind`: int, float, bool or text), ``gallery_id`` left out."""
+        return {c: column_kind(v.dtype) for c, v in self._cols.items() if c != "gallery_id"}
+
     def rows_of(self, gallery_ids) -> np.ndarray:
         """Row numbers of ``gallery_ids`` (-1 where an id was never added)."""
         ids = np.atleast_1d(np.asarray(gallery_ids, np.int64))

@@ -36,14 +36,13 @@ import math
 import numpy as np
 
 from reid_htg.retrieval.index import RESERVED_COLUMNS, GalleryIndex, GalleryIndexError, check_params, column_kind, parse_filter
-from reid_htg.serve.store import NotFound, check_rows
+from reid_htg.serve.store import MAX_TEXT_BYTES, NotFound, check_rows, check_values
 from reid_htg.utils.extras import install_hint
 
 COLLECTION, MANIFEST = "reid_htg_gallery", "reid_htg_manifest"
 _KINDS = {"int": "INT64", "float": "DOUBLE", "bool": "BOOL", "text": "VARCHAR"}
 MILVUS_INDEX = {"flat": "FLAT", "hnsw": "HNSW", "ivf": "IVF_FLAT"}
 _PARAMS = {"flat": (), "hnsw": ("hnsw_m", "ef_construction", "ef_search"), "ivf": ("nlist", "nprobe")}
-MAX_TEXT_BYTES = 65535  # a VARCHAR field's max_length
 INT64 = (-(2**63), 2**63 - 1)
 
 
@@ -225,16 +224,7 @@ class MilvusGallery:
         """Insert (acknowledged once Milvus has acknowledged it); returns the new gallery ids."""
         x = self.index.check_vectors(vectors, "embeddings")
         check_rows(metadata, len(x), self.columns)
-        for i, m in enumerate(metadata):
-            for key, v in m.items():
-                kind = self.index.kinds[key]
-                ok = {"text": isinstance(v, str), "bool": isinstance(v, bool),
-                      "int": isinstance(v, int) and not isinstance(v, bool) and -(2**63) <= v < 2**63,
-                      "float": isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)}[kind]
-                if not ok:
-                    raise ValueError(f"metadata[{i}][{key!r}] = {str(v)[:40]!r} is not of the field's type ({kind})")
-                if kind == "text" and len(v.encode("utf-8", "surrogatepass")) > MAX_TEXT_BYTES:
-                    raise ValueError(f"metadata[{i}][{key!r}] is longer than a Milvus text field holds ({MAX_TEXT_BYTES:,} bytes)")
+        check_values(metadata, self.index.kinds)  # the same rule as the FAISS store's
         res = self.client.insert(COLLECTION, [{"vector": v.tolist(), **m} for v, m in zip(x, metadata)])
         if self.flush:
             self.client.flush(COLLECTION)

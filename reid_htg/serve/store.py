@@ -55,6 +55,31 @@ def check_rows(metadata, n: int, columns: list[str]) -> None:
             raise ValueError(f"metadata[{i}] must have exactly the gallery's fields {columns}; got {got}")
 
 
+MAX_TEXT_BYTES = 65_535  # the longest text field value (UTF-8 bytes): Milvus's VARCHAR limit, on both stores alike
+
+
+def check_values(metadata: list[dict], kinds: dict[str, str]) -> None:
+    """Every value is of its column's type, fixed when the gallery was built (``kinds``: column -> int, float, bool, text).
+
+    One rule for both stores, checked before anything is written: a whole number within 64 bits for ``int``, a finite
+    number for ``float``, true/false for ``bool``, text of at most :data:`MAX_TEXT_BYTES` for ``text``; no nulls. So one
+    bad write cannot change a column's type for everyone (a 1.5 turning every pid into a float, a "abc" every numeric
+    filter into an error).
+    """
+    for i, m in enumerate(metadata):
+        for key, v in m.items():
+            kind = kinds.get(key, "text")
+            ok = {"text": isinstance(v, str), "bool": isinstance(v, bool),
+                  "int": isinstance(v, int) and not isinstance(v, bool) and -(2**63) <= v < 2**63,
+                  "float": isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)}[kind]
+            if not ok:
+                want = {"text": "text", "bool": "true/false", "int": "a whole number within 64 bits", "float": "a finite number"}[kind]
+                raise ValueError(f"metadata[{i}][{key!r}] = {str(v)[:40]!r}: a field must be of its column's type, fixed when the gallery "
+                                 f"was built; {key!r} holds {kind} ({want})")
+            if kind == "text" and len(v.encode("utf-8", "surrogatepass")) > MAX_TEXT_BYTES:
+                raise ValueError(f"metadata[{i}][{key!r}] is longer than a text field holds ({MAX_TEXT_BYTES:,} bytes)")
+
+
 class NotFound(KeyError):
     """A gallery id that is not in the gallery (never added, or deleted)."""
 
@@ -105,6 +130,7 @@ class DurableGallery:
             raise GalleryIndexError(f"{data_dir}: SQLite holds {live} live items but the index after replay holds {len(self.index)}; "
                                     "the snapshot is not this gallery's (or was replaced): restore it, refusing to serve a part")
         self.columns = self.index.columns()[1:]
+        self.kinds = self.index.column_kinds()  # fixed for the gallery's life: every write is checked against them
 
     def close(self) -> None:
         """Close the database and release the data folder."""
@@ -165,13 +191,7 @@ class DurableGallery:
         """Commit, then apply; returns the new gallery ids. Vectors and metadata are checked before anything is written."""
         x = self.index.check_vectors(vectors, "embeddings")
         check_rows(metadata, len(x), self.columns)
-        for i, m in enumerate(metadata):
-            for key, v in m.items():  # accept only what JSON, SQLite and the index all give back as it came
-                ok = v is None or isinstance(v, (str, bool)) or (isinstance(v, int) and -(2**63) <= v < 2**63) or (
-                    isinstance(v, float) and math.isfinite(v))
-                if not ok:
-                    raise ValueError(f"metadata[{i}][{key!r}] = {str(v)[:40]!r}: a field must be text, a whole number within 64 bits, "
-                                     "a finite number, true/false or null")
+        check_values(metadata, self.kinds)
         with self._write:
             top = self.db.execute("SELECT MAX(gallery_id) FROM items").fetchone()[0]
             start = max(-1 if top is None else int(top), self.index.max_gallery_id()) + 1
