@@ -99,7 +99,8 @@ def build_train_step(cfg: TrainConfig, model, optimizer, scheduler, htg: HTG | N
     loss = cfg.loss
     terms = [triplet_term(loss.triplet, loss.margin, loss.normalize), softmax_term(loss.softmax, loss.label_smoothing)]
     return TrainStep(model, optimizer, scheduler, terms, htg=htg, f_hard=cfg.htg.f_hard, grad_clip=cfg.optim.grad_clip,
-                     amp=device.type == "cuda" and cfg.amp, forward=forward)
+                     amp=device.type == "cuda" and cfg.amp, forward=forward, g_phase=cfg.htg.g_phase if htg else 0,
+                     f_phase=cfg.htg.f_phase if htg else 0)
 
 
 def image_set(part, cfg: TrainConfig, progress: bool = True, labels=None) -> ImageSet:

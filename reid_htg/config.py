@@ -113,6 +113,8 @@ class HTGConfig:
     f_hard: float = 2.0  # weight of the embedding network's loss on G's hard triplets
     g_classifier: bool = True  # G's label term also through the embedding network's classifier (the paper constrains G through D alone: false)
     g_center: bool = False  # centre G's move over each batch, so that one shift of the whole batch cannot meet G's target
+    g_phase: int = 0  # the paper's schedule: this many iterations of D and G against a fixed F, then f_phase of F on a fixed G (0: all three every step)
+    f_phase: int = 0  # iterations of F training on the triplets of a fixed G in each cycle of the alternating schedule
     g_balance: str = "none"  # none, or grad_norm: G's label gradient scaled to g_label x its triplet gradient's norm, step by step
 
 
@@ -326,6 +328,8 @@ def check_train_config(cfg: TrainConfig) -> TrainConfig:
         one_of("htg.g_target", h.g_target, G_TARGETS)
         one_of("htg.g_balance", h.g_balance, G_BALANCES)
         need(h.d_steps >= 1 and h.g_steps >= 0, "htg.d_steps must be >= 1 and htg.g_steps >= 0")
+        need(h.g_phase >= 0 and h.f_phase >= 0 and (h.g_phase > 0) == (h.f_phase > 0),
+             f"htg.g_phase={h.g_phase} and htg.f_phase={h.f_phase}: both > 0 (the alternating schedule) or both 0 (every step)")
     if cfg.log.tensorboard:
         import importlib.util
 

@@ -248,6 +248,7 @@ class HTG(nn.Module):
         _check("g_target", g_target, G_TARGETS)
         _check("mining", mining, MINERS)
         self.G = Generator(dim, bottleneck, out_relu, scale_free, center=g_center)
+        self.register_buffer("iterations", torch.zeros((), dtype=torch.long))  # training iterations with HTG on (schedules count them)
         self.g_classifier, self.g_balance = g_classifier, g_balance
         self.D = Discriminator(dim, num_classes, d_hidden)
         self.num_classes = num_classes
@@ -270,6 +271,7 @@ class HTG(nn.Module):
 
     def load_state_dict(self, state, strict: bool = True):
         state = dict(state)
+        state.setdefault("iterations", torch.zeros((), dtype=torch.long))  # checkpoints from before the counter
         self.opt_g.load_state_dict(state.pop("opt_g"))
         self.opt_d.load_state_dict(state.pop("opt_d"))
         return super().load_state_dict(state, strict)

@@ -80,10 +80,20 @@ class TrainStep:
     """
 
     def __init__(self, model, optimizer, scheduler, terms: list[LossTerm], htg=None, f_hard: float = 0.0, grad_clip: float = 0.0,
-                 amp: bool = False, forward=None):
+                 amp: bool = False, forward=None, g_phase: int = 0, f_phase: int = 0):
         self.model, self.optimizer, self.scheduler = model, optimizer, scheduler
         self.terms, self.htg, self.f_hard, self.grad_clip, self.amp = list(terms), htg, f_hard, grad_clip, amp
         self.forward = forward or model
+        if (g_phase > 0) != (f_phase > 0):
+            raise ValueError(f"the alternating schedule needs both phases > 0 (g_phase={g_phase}, f_phase={f_phase}); 0 and 0: every step")
+        self.g_phase, self.f_phase = g_phase, f_phase
+
+    def phase(self) -> str:
+        """``both`` (D, G and F every step), or in the alternating schedule ``g`` (D and G against a fixed F) or ``f``
+        (F on the triplets of a fixed G), by the count of HTG iterations so far."""
+        if not self.g_phase:
+            return "both"
+        return "g" if int(self.htg.iterations) % (self.g_phase + self.f_phase) < self.g_phase else "f"
 
     def __call__(self, x: torch.Tensor, labels: torch.Tensor, targets: torch.Tensor, htg_on: bool = False) -> dict[str, float]:
         """Train on one batch: ``x`` (N, 3, H, W) with the B = len(labels) real rows first; returns the step's statistics.
@@ -92,6 +102,11 @@ class TrainStep:
         ``train_acc`` (identity accuracy of the real rows), the terms' own
         statistics and, with HTG on, D's, G's and the hard term's diagnostics.
         """
+        phase = self.phase() if htg_on else "off"
+        if htg_on:
+            self.htg.iterations += 1  # a buffer of HTG's: saved with it, so a resumed run continues the cycle
+        if phase == "g":  # the paper's schedule: G and D train against a fixed F; F takes no step (its schedule goes on)
+            return self._g_phase(x, labels)
         with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=self.amp):
             out = self.forward(x)
         emb = out["embedding"][: len(labels)].float()
@@ -101,9 +116,10 @@ class TrainStep:
             values[term.name], term_stats = term.fn(batch)
             stats.update(term_stats)
         weights = {t.name: t.weight for t in self.terms}
-        if htg_on:  # HTG: D step, G step, then G's hard triplets join F's objective
-            stats.update(self.htg.d_step(emb.detach(), labels))
-            stats.update(self.htg.g_step(emb.detach(), labels, self.model.classifier, self.model.neck))
+        if htg_on:  # HTG: D step, G step (not in the F phase: G fixed), then G's hard triplets join F's objective
+            if phase == "both":
+                stats.update(self.htg.d_step(emb.detach(), labels))
+                stats.update(self.htg.g_step(emb.detach(), labels, self.model.classifier, self.model.neck))
             values["htg_hard"], hard_stats = self.htg.hard_triplet_loss(emb, labels)
             weights["htg_hard"] = self.f_hard
             stats.update(hard_stats)
@@ -119,17 +135,32 @@ class TrainStep:
         return stats
 
 
+    def _g_phase(self, x: torch.Tensor, labels: torch.Tensor) -> dict[str, float]:
+        """One step of the G phase: F's features without gradients (eval-free: BatchNorm as in training), D's and G's steps."""
+        with torch.no_grad(), torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=self.amp):
+            out = self.forward(x)
+        emb = out["embedding"][: len(labels)].float()
+        stats = dict(self.htg.d_step(emb, labels))
+        stats.update(self.htg.g_step(emb, labels, self.model.classifier, self.model.neck))
+        self.scheduler.step()
+        stats["train_acc"] = float((out["logits"][: len(labels)].argmax(1) == labels).float().mean())
+        return stats
+
+
 class EpochMeans:
     """Running means of a step's statistics over an epoch."""
 
     def __init__(self):
         self.sums: dict[str, float] = {}
+        self.counts: dict[str, int] = {}
         self.count = 0
 
     def add(self, stats: dict[str, float]) -> None:
         for k, v in stats.items():
             self.sums[k] = self.sums.get(k, 0.0) + v
+            self.counts[k] = self.counts.get(k, 0) + 1
         self.count += 1
 
     def means(self) -> dict[str, float]:
-        return {k: v / self.count for k, v in self.sums.items()} if self.count else {}
+        """Each statistic's mean over the steps that reported it (a G-phase step reports no F loss)."""
+        return {k: v / self.counts[k] for k, v in self.sums.items()}

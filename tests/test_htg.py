@@ -339,3 +339,34 @@ def test_the_classifier_term_is_a_choice():
         with_c, _ = htg.g_terms(emb, labels, classifier)
         without, _ = htg.g_terms(emb, labels, None)
         assert (abs(float((with_c["label"] - without["label"]).detach())) > 1e-4) == differs
+
+
+def test_the_alternating_schedule_fixes_f_then_g():
+    """htg.g_phase / f_phase: D and G train against a fixed F, then F trains on the triplets of a fixed G, in turn;
+    the phase counter is HTG state, so a resumed run goes on in the same phase."""
+    from reid_htg.builders import build_htg, build_model, build_optimization, build_train_step
+    from reid_htg.config import TrainConfig, load_config
+
+    torch.manual_seed(0)
+    cfg = load_config(TrainConfig, None, ["model.backbone=resnet10t", "model.keypoint_blocks=[]", "htg.enabled=true",
+                                          "htg.g_phase=2", "htg.f_phase=1", "data.p=4", "data.k=2"])
+    model = build_model(cfg, 4)
+    htg = build_htg(cfg, model.dim, 4)
+    opt, sched = build_optimization(cfg, model.parameters(), 10)
+    step = build_train_step(cfg, model.train(), opt, sched, htg, torch.device("cpu"))
+    x, y = torch.randn(8, 3, 32, 16), torch.arange(4).repeat_interleave(2)
+
+    def snapshot():
+        return [p.detach().clone() for p in model.parameters()], [p.detach().clone() for p in htg.G.parameters()]
+
+    moved = []
+    for _ in range(6):
+        f0, g0 = snapshot()
+        stats = step(x, y, y, htg_on=True)
+        f1, g1 = snapshot()
+        moved.append((any(not torch.equal(a, b) for a, b in zip(f0, f1)), any(not torch.equal(a, b) for a, b in zip(g0, g1))))
+        assert ("loss" in stats) == moved[-1][0]  # a G-phase step reports no F loss
+    assert moved == [(False, True), (False, True), (True, False)] * 2  # (F moved, G moved)
+    other = build_htg(cfg, model.dim, 4)
+    other.load_state_dict(htg.state_dict())
+    assert int(other.iterations) == 6
