@@ -16,8 +16,10 @@ fresh P x K batches, G and D in eval mode:
 - ``real_gap``, ``gen_gap``: mean d(a, n) - d(a, p) of the semi-hard triplets
   mined on the real features, on real and on generated rows;
   ``gap_change_rel`` = (gen_gap - real_gap) / real_gap.
-- ``real_violated``, ``gen_violated``: share of all the batch's valid
-  triplets with d(a, n) < d(a, p).
+- ``real_violated``, ``gen_violated``: share of those triplets (G's
+  triplets) with d(a, n) < d(a, p), on real rows (0 for semi-hard triplets,
+  but for ties) and on generated rows; ``real_violated_all``,
+  ``gen_violated_all``: the same over every valid triplet of the batch.
 - ``common_share``: |batch mean of G(f) - f| / mean |G(f) - f|.
 - ``d_real_id_acc``, ``d_gen_id_acc``: D's identity accuracy among the K on
   real features and on G's outputs; ``d_gen_prob``: D's "generated" probability
@@ -43,21 +45,20 @@ import time
 import numpy as np
 import torch
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, ROOT)
+from reid_htg.builders import build_htg
+from reid_htg.checkpoint import load_checkpoint, model_from_checkpoint
+from reid_htg.config import TrainConfig, load_config
+from reid_htg.data import build_dataset, relabel
+from reid_htg.data.dataset import ImageSet
+from reid_htg.data.sampler import PKSampler
+from reid_htg.device import flush_denormal
+from reid_htg.features import extract_features
+from reid_htg.htg import GATE, class_means, fixed_f_figures, gate
 
-from reid_htg.builders import build_htg  # noqa: E402
-from reid_htg.checkpoint import load_checkpoint, model_from_checkpoint  # noqa: E402
-from reid_htg.config import TrainConfig, load_config  # noqa: E402
-from reid_htg.data import build_dataset, relabel  # noqa: E402
-from reid_htg.data.dataset import ImageSet  # noqa: E402
-from reid_htg.data.sampler import PKSampler  # noqa: E402
-from reid_htg.device import flush_denormal  # noqa: E402
-from reid_htg.features import extract_features  # noqa: E402
-from reid_htg.htg import GATE, class_means, fixed_f_figures, gate  # noqa: E402
+KEYS = ["real_gap", "gen_gap", "gap_change_rel", "real_violated", "gen_violated", "real_violated_all", "gen_violated_all", "common_share",
+        "d_real_id_acc", "d_gen_id_acc", "d_gen_prob", "ncm_real_id_acc", "ncm_gen_id_acc", "g_shift", "g_grad_triplet", "g_grad_label"]
 
-KEYS = ["real_gap", "gen_gap", "gap_change_rel", "real_violated", "gen_violated", "common_share", "d_real_id_acc", "d_gen_id_acc",
-        "d_gen_prob", "ncm_real_id_acc", "ncm_gen_id_acc", "g_shift", "g_grad_triplet", "g_grad_label"]
+
 def sha256(path: str) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as fh:

@@ -100,22 +100,22 @@ class HTGConfig:
     d_steps: int = 1  # D updates per iteration
     g_steps: int = 1  # G updates per iteration
     distance: str = "euclidean"  # euclidean or sqeuclidean (on L2-normalised features when loss.normalize)
-    margin: typing.Optional[float] = 0.3  # HTG's own margin (G's reversed hinge and F's hard term)
+    margin: typing.Optional[float] = 0.05  # HTG's own margin (G's reversed hinge and F's hard term); 0.05: G pushes triplets just past violation (chosen on the fixed-F gate)
     mining: str = "semi_hard"  # batch_hard, batch_all or semi_hard: the triplets G and F's hard term use
-    g_target: str = "hard"  # hard (gap -> 0) or reversed (hinge, gap -> -margin)
+    g_target: str = "reversed"  # reversed (the paper's hinge, gap -> -margin) or hard (gap -> 0)
     g_triplet: float = 1.0  # weight of G's triplet target
-    g_label: float = 0.1  # weight of G's label preservation (D's and the classifier's cross-entropy on G's outputs)
-    g_close: float = 0.0  # optional weight keeping G(f) near f (relative to |f|)
+    g_label: float = 0.3  # weight of G's label preservation (D's cross-entropy on G's outputs; with g_balance=grad_norm a share of the triplet gradient)
+    g_close: float = 0.3  # weight keeping G(f) near f (|G(f) - f|^2 / |f|^2): G moves only as far as its target needs
     d_fake: float = 1.0  # weight b of D's "generated" term
     d_gen_identity: bool = True  # D also classifies generated features among the K identities
     out_relu: bool = False  # ReLU after G's last layer (G can then only add)
     scale_free: bool = True  # G acts on f / |f|, scaled back by |f|
     f_hard: float = 2.0  # weight of the embedding network's loss on G's hard triplets
-    g_classifier: bool = True  # G's label term also through the embedding network's classifier (the paper constrains G through D alone: false)
-    g_center: bool = False  # centre G's move over each batch, so that one shift of the whole batch cannot meet G's target
+    g_classifier: bool = False  # G's label term also through the embedding network's classifier (the paper constrains G through D alone)
+    g_center: bool = True  # centre G's move over each batch, so that one shift of the whole batch cannot meet G's target
     g_phase: int = 0  # the paper's schedule: this many iterations of D and G against a fixed F, then f_phase of F on a fixed G (0: all three every step)
     f_phase: int = 0  # iterations of F training on the triplets of a fixed G in each cycle of the alternating schedule
-    g_balance: str = "none"  # none, or grad_norm: G's label gradient scaled to g_label x its triplet gradient's norm, step by step
+    g_balance: str = "grad_norm"  # none, or grad_norm: G's label gradient scaled to g_label x its triplet gradient's norm, step by step
 
 
 @dataclass(frozen=True)

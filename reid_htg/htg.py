@@ -152,7 +152,9 @@ def triplet_diagnostics(real: torch.Tensor, gen: torch.Tensor, labels: torch.Ten
     Returns:
         ``real_gap``, ``gen_gap``: mean d(a, n) - d(a, p) of the semi-hard triplets mined on the *real* features,
         on real and on generated rows; ``gap_change_rel``: (gen_gap - real_gap) / real_gap (-1: every gap closed);
-        ``real_violated``, ``gen_violated``: :func:`violated_share` of real and generated rows; ``common_share``:
+        ``real_violated``, ``gen_violated``: the share of those triplets (G's triplets) with d(a, n) < d(a, p), on real
+        rows (0 for semi-hard triplets but for ties) and on generated rows; ``real_violated_all``, ``gen_violated_all``:
+        :func:`violated_share` over every valid triplet of the batch; ``common_share``:
         the norm of the batch mean of G(f) - f over the mean norm of G(f) - f (1: one shift for the whole batch);
         ``g_shift``: mean ||G(f) - f|| / ||f||.
     """
@@ -164,14 +166,19 @@ def triplet_diagnostics(real: torch.Tensor, gen: torch.Tensor, labels: torch.Ten
             x = F.normalize(x, dim=1) if normalize else x
             return float((row_distance(x[a], x[n], distance) - row_distance(x[a], x[p], distance)).mean()) if len(a) else float("nan")
 
+        def violated(x):
+            x = F.normalize(x, dim=1) if normalize else x
+            return float((row_distance(x[a], x[n], distance) < row_distance(x[a], x[p], distance)).float().mean()) if len(a) else float("nan")
+
         real_gap, gen_gap = gap(real), gap(gen)
         move = gen - real
         move_norm = move.norm(dim=1).mean()
         return {
             "real_gap": real_gap, "gen_gap": gen_gap,
             "gap_change_rel": (gen_gap - real_gap) / real_gap if real_gap > 0 else float("nan"),
-            "real_violated": violated_share(real, labels, normalize, distance),
-            "gen_violated": violated_share(gen, labels, normalize, distance),
+            "real_violated": violated(real), "gen_violated": violated(gen),
+            "real_violated_all": violated_share(real, labels, normalize, distance),
+            "gen_violated_all": violated_share(gen, labels, normalize, distance),
             "common_share": float(move.mean(0).norm() / move_norm) if move_norm > 0 else 0.0,
             "g_shift": float((move.norm(dim=1) / real.norm(dim=1).clamp(min=1e-12)).mean()),
         }
@@ -211,7 +218,7 @@ class HTG(nn.Module):
     LOG_KEYS = [
         "d_loss", "d_acc_real", "d_acc_fake", "d_id_acc", "d_auc", "g_loss", "g_label_acc",
         "real_active", "real_gap", "gen_active", "gen_gap", "gap_change", "g_shift", "emb_norm", "htg_hard",
-        "gap_change_rel", "real_violated", "gen_violated", "common_share", "g_grad_triplet", "g_grad_label",
+        "gap_change_rel", "real_violated", "gen_violated", "gen_violated_all", "common_share", "g_grad_triplet", "g_grad_label",
         "d_gen_id_acc", "d_gen_prob",
     ]
 
@@ -223,13 +230,13 @@ class HTG(nn.Module):
         d_hidden: int = 512,
         lr: float = 1e-3,
         optimizer: str = "adam",
-        margin: float | None = 0.3,
+        margin: float | None = 0.05,
         distance: str = "euclidean",
-        g_target: str = "hard",
+        g_target: str = "reversed",
         mining: str = "semi_hard",
         g_triplet: float = 1.0,
-        g_label: float = 0.1,
-        g_close: float = 0.0,
+        g_label: float = 0.3,
+        g_close: float = 0.3,
         d_fake: float = 1.0,
         d_gen_identity: bool = True,
         d_steps: int = 1,
@@ -237,9 +244,9 @@ class HTG(nn.Module):
         out_relu: bool = False,
         scale_free: bool = True,
         normalize: bool = True,
-        g_classifier: bool = True,
-        g_center: bool = False,
-        g_balance: str = "none",
+        g_classifier: bool = False,
+        g_center: bool = True,
+        g_balance: str = "grad_norm",
     ):
         super().__init__()
         _check("optimizer", optimizer, OPTIMIZERS)
@@ -401,7 +408,7 @@ class HTG(nn.Module):
             shift = ((gen - emb).norm(dim=1) / norm.clamp(min=1e-12)).mean()
             diag = triplet_diagnostics(emb, gen, labels, self.normalize, self.distance)
         return loss, {
-            **{k: diag[k] for k in ("gap_change_rel", "real_violated", "gen_violated", "common_share")},
+            **{k: diag[k] for k in ("gap_change_rel", "real_violated", "gen_violated", "gen_violated_all", "common_share")},
             "real_active": real_stats["active"], "real_gap": real_stats["gap"],
             "gen_active": gen_stats["active"], "gen_gap": gen_stats["gap"],
             "gap_change": gen_stats["gap"] - real_stats["gap"], "g_shift": float(shift), "emb_norm": float(norm.mean()),

@@ -37,7 +37,8 @@ def test_shapes():
 def test_g_steps_make_triplets_harder_but_keep_identity():
     torch.manual_seed(0)
     emb, labels = _features()
-    htg = HTG(32, 8, bottleneck=16, d_hidden=64, lr=2e-3, g_label=1.0)
+    htg = HTG(32, 8, bottleneck=16, d_hidden=64, lr=2e-3, g_label=1.0, g_target="hard", margin=0.3, g_close=0.0, g_center=False,
+              g_balance="none")
     htg.train()
     for _ in range(30):  # D first learns who is who
         htg.d_step(emb, labels)
@@ -54,7 +55,7 @@ def test_g_steps_make_triplets_harder_but_keep_identity():
 def test_d_separates_real_from_generated():
     torch.manual_seed(1)
     emb, labels = _features(seed=1)
-    htg = HTG(32, 8, bottleneck=16, d_hidden=64, lr=2e-3)
+    htg = HTG(32, 8, bottleneck=16, d_hidden=64, lr=2e-3, g_close=0.0, g_center=False, g_balance="none", g_target="hard", margin=0.3)
     for _ in range(10):
         htg.g_step(emb, labels)  # G moves features away from the real ones
     stats = {}
@@ -186,7 +187,7 @@ def test_d_learns_identities_and_finds_a_small_shift(shift):
     """D must train to pass: its identity accuracy on real features rises from chance; a shift of 10% of the norm is found."""
     feats, labels = _many_identities(seed=1)
     torch.manual_seed(1)
-    htg = HTG(128, 300, bottleneck=64, d_hidden=256, lr=1e-3, g_steps=0)  # G never steps: the identity, or the fixed shift
+    htg = HTG(128, 300, bottleneck=64, d_hidden=256, lr=1e-3, g_steps=0, g_center=False)  # G never steps: the identity, or the fixed shift
     _shift_generator(htg, shift)
     before = _d_report(htg, feats, labels)
     for step in range(300):
@@ -307,7 +308,7 @@ def test_grad_norm_balance_scales_the_label_gradient_to_its_share():
     the label's gradient: checked against the two gradients taken by hand, SGD without momentum so the step is the gradient."""
     torch.manual_seed(0)
     emb, labels = _features()
-    htg = HTG(32, 8, bottleneck=16, d_hidden=64, g_balance="grad_norm", g_label=0.25, g_center=True, optimizer="sgd", lr=1.0)
+    htg = HTG(32, 8, bottleneck=16, d_hidden=64, g_balance="grad_norm", g_label=0.25, g_center=True, g_close=0.0, optimizer="sgd", lr=1.0)
     for group in htg.opt_g.param_groups:
         group["momentum"] = 0.0
     for _ in range(3):
@@ -370,3 +371,44 @@ def test_the_alternating_schedule_fixes_f_then_g():
     other = build_htg(cfg, model.dim, 4)
     other.load_state_dict(htg.state_dict())
     assert int(other.iterations) == 6
+
+
+def _gate_in_miniature(steps=200, **kw):
+    """The fixed-F gate (benchmarks/htg_fixed_f.py) in miniature: 100 overlapping synthetic identities, G and D trained
+    from scratch on P x K batches of the fixed features, judged on 10 fresh batches."""
+    from reid_htg.data.sampler import PKSampler
+    from reid_htg.htg import class_means, fixed_f_figures, gate
+
+    g = torch.Generator().manual_seed(0)
+    centers = F.normalize(torch.randn(100, 64, generator=g), dim=1)
+    labels = torch.arange(100).repeat_interleave(8)
+    feats = centers[labels] + 2.0 * torch.randn(800, 64, generator=g) / 8.0
+    torch.manual_seed(0)
+    htg = HTG(64, 100, bottleneck=32, d_hidden=128, **kw)
+    sampler = PKSampler(labels.numpy(), 16, 4, seed=0)
+    judged = [torch.as_tensor(b) for b, _ in zip(iter(PKSampler(labels.numpy(), 16, 4, seed=9)), range(10))]
+    step, epoch = 0, 0
+    while step < steps:
+        sampler.set_epoch(epoch)
+        epoch += 1
+        for b in sampler:
+            b = torch.as_tensor(b)
+            htg.d_step(feats[b], labels[b])
+            htg.g_step(feats[b], labels[b])
+            step += 1
+            if step == steps:
+                break
+    figures = fixed_f_figures(htg, feats, labels, judged, class_means(feats, labels, 100))
+    return figures, gate(figures)
+
+
+def test_the_default_generator_passes_the_gate_in_miniature():
+    figures, verdict = _gate_in_miniature()
+    assert all(verdict.values()), (figures, verdict)
+
+
+def test_the_generator_of_the_recorded_runs_fails_the_gate_in_miniature():
+    """The G of the 2026-11-29 and 2026-12-01 runs (uncentred, unbalanced, just-hard target, margin 0.3, label 0.1):
+    most of its move is one shift of the whole batch."""
+    figures, verdict = _gate_in_miniature(g_center=False, g_balance="none", g_target="hard", margin=0.3, g_label=0.1, g_close=0.0)
+    assert not verdict["common_share"] and not all(verdict.values()), (figures, verdict)

@@ -79,7 +79,8 @@ def test_summary_without_runs_says_so(paired, tmp_path):
 
 def test_every_htg_arm_names_the_keys_whose_defaults_changed():
     """An arm's meaning must not change when a default does: each HTG arm sets every key whose default ever changed."""
-    changed = ["htg.mining", "htg.g_target", "htg.g_label", "htg.lr", "htg.f_hard"]
+    changed = ["htg.mining", "htg.g_target", "htg.g_label", "htg.lr", "htg.f_hard", "htg.margin", "htg.g_close", "htg.g_classifier",
+               "htg.g_center", "htg.g_balance"]
     htg_arms = [a for a in ARMS.values() if any(o.startswith("htg.enabled=true") for o in a.overrides)]
     assert len(htg_arms) >= 20
     for arm in htg_arms:
