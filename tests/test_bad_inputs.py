@@ -161,3 +161,18 @@ def test_search_prints_a_bounded_table_and_keeps_every_cell_in_csv(tmp_path):
     res = run_tool_here("search.py", "--index", tmp_path / "idx", "--embeddings", gallery, "--k", "3", "--csv", tmp_path / "top.csv")
     assert len(res.stdout) < 20_000 and max(len(line) for line in res.stdout.splitlines()) < 400
     assert (pd.read_csv(tmp_path / "top.csv")["note"] == long).all()
+
+
+def test_refusals_come_before_the_work(tmp_path):
+    """An opset the exporter cannot write, a --far outside (0, 1) and a --save-threshold folder that is no index are
+    refused in one line before any model is loaded or evaluated."""
+    from conftest import run_tool_here
+
+    for opset in ("5", "99"):
+        res = run_tool_here("export.py", "--checkpoint", tmp_path / "missing.pt", "--out", tmp_path / "m.onnx", "--opset", opset, check=False)
+        assert res.returncode == 2 and "opsets 7 to 20" in res.stderr and "Traceback" not in res.stderr
+    res = run_tool_here("eval.py", "--checkpoint", tmp_path / "missing.pt", "--verify", "--far", "1.5", check=False)
+    assert res.returncode == 2 and "--far 1.5" in res.stderr  # named before the checkpoint is looked at
+    (tmp_path / "not_an_index").mkdir()
+    res = run_tool_here("eval.py", "--checkpoint", tmp_path / "missing.pt", "--verify", "--save-threshold", tmp_path / "not_an_index", check=False)
+    assert res.returncode == 2 and "not_an_index" in res.stderr and "missing.pt" not in res.stderr

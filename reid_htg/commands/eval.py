@@ -164,6 +164,7 @@ def main(argv=None) -> int:
     from reid_htg.features import features_for_checkpoint
 
     sources = args.features or args.checkpoint or ([args.test or args.query] if embedded else [latest_checkpoint(args.runs_dir)])
+    check_threshold_args(args, len(sources))  # before any evaluation: a calibration that cannot be saved is refused now
     runs, verifications = [], []
     for src in sources:
         if embedded:
@@ -224,6 +225,26 @@ def verify(feats: dict, args):
         return evaluate_verification(feats["tf"], q_pids=feats["t_pids"], metric=args.metric, fars=fars)
     return evaluate_verification(feats["qf"], feats["gf"], feats["q_pids"], feats["g_pids"], feats["q_camids"], feats["g_camids"],
                                  metric=args.metric, fars=fars)
+
+
+def check_threshold_args(args, n_sources: int) -> None:
+    """--far, --verify and --save-threshold's index folder, checked before the evaluation they would follow."""
+    if (args.verify or args.save_threshold) and not 0 < args.far < 1:
+        raise SystemExit(f"error: --far {args.far} must be within (0, 1)")
+    if not args.save_threshold:
+        return
+    if not args.verify:
+        raise SystemExit("error: --save-threshold needs --verify")
+    if n_sources != 1:
+        raise SystemExit("error: --save-threshold calibrates one model: pass one --checkpoint or features file")
+    from reid_htg.retrieval import GalleryIndex, GalleryIndexError
+
+    try:
+        index = GalleryIndex.load(args.save_threshold, mmap=True)  # refuses a folder that is not an index
+    except (GalleryIndexError, OSError) as exc:
+        raise SystemExit(f"error: --save-threshold {args.save_threshold}: {exc}") from None
+    if index.metric != args.metric:
+        raise SystemExit(f"error: the index ranks by {index.metric} distance and this calibration used {args.metric}; pass --metric {index.metric}")
 
 
 def save_threshold(verifications, sources, args) -> None:

@@ -17,6 +17,9 @@ from reid_htg.cli import run_tool
 from reid_htg.utils.extras import install_hint
 
 
+MIN_OPSET, MAX_OPSET = 7, 20  # the opsets torch.onnx's TorchScript exporter writes (torch.onnx._constants); 7, 8, 9 and 20 checked with parity
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--checkpoint", required=True, help="a checkpoint of tools/train_reid.py")
@@ -24,6 +27,8 @@ def main(argv=None) -> int:
     ap.add_argument("--format", choices=("onnx", "openvino"), default="onnx")
     ap.add_argument("--opset", type=int, default=17)
     args = ap.parse_args(argv)
+    if not MIN_OPSET <= args.opset <= MAX_OPSET:
+        raise SystemExit(f"error: --opset {args.opset}: this exporter writes ONNX opsets {MIN_OPSET} to {MAX_OPSET} (default 17)")
     suffix = ".onnx" if args.format == "onnx" else ".xml"
     if not args.out.endswith(suffix):
         raise SystemExit(f"error: --out {args.out!r} must end in {suffix} for --format {args.format}")

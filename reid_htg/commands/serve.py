@@ -50,6 +50,9 @@ def main(argv=None) -> int:
         raise SystemExit(f"error: the service needs the serve extra ({exc.name} is missing): {install_hint('serve')}") from None
     if args.api_key is not None and not args.api_key.strip():
         raise SystemExit("error: the API key (--api-key or REID_API_KEY) is empty, which would leave writes open; set a key, or unset both")
+    if args.api_key is None and args.host not in ("127.0.0.1", "localhost", "::1"):
+        print(f"warning: --host {args.host} with no API key: anyone who reaches this address can add and delete gallery items; "
+              "set --api-key (or REID_API_KEY)", file=sys.stderr)
     if args.backend == "milvus":
         if not args.uri:
             raise SystemExit("error: --backend milvus needs --uri (a Milvus Lite file, or http://HOST:19530)")
