@@ -54,22 +54,15 @@ from reid_htg.data.sampler import PKSampler
 from reid_htg.device import flush_denormal
 from reid_htg.features import extract_features
 from reid_htg.htg import GATE, class_means, fixed_f_figures, gate
+from reid_htg.utils.hashing import file_sha256
 
 KEYS = ["real_gap", "gen_gap", "gap_change_rel", "real_violated", "gen_violated", "real_violated_all", "gen_violated_all", "common_share",
         "d_real_id_acc", "d_gen_id_acc", "d_gen_prob", "ncm_real_id_acc", "ncm_gen_id_acc", "g_shift", "g_grad_triplet", "g_grad_label"]
 
 
-def sha256(path: str) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def training_features(checkpoint: str, dataset: str, root: str, cache: str | None) -> tuple[torch.Tensor, torch.Tensor, str]:
     """(N, L) features of the training split through the checkpoint's network (eval mode), (N,) labels 0..K-1, sha256."""
-    digest = sha256(checkpoint)
+    digest = file_sha256(checkpoint)
     df = build_dataset(dataset, root)
     train = df[df["split"] == "train"].reset_index(drop=True)
     if train.empty:

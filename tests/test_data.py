@@ -19,8 +19,12 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def _img(path, mode="RGB", size=(16, 32)):
+    """A small image whose pixels depend on its name: no two files of a fixture are the same image (a leak check would say so)."""
+    import zlib
+
     os.makedirs(os.path.dirname(path), exist_ok=True)
-    Image.new(mode, size, 128).save(path)
+    pixels = np.random.default_rng(zlib.crc32(str(path).encode())).integers(0, 256, (size[1], size[0], 3), dtype=np.uint8)
+    Image.fromarray(pixels).convert(mode).save(path)
 
 
 def _corrupt(path):
@@ -209,3 +213,26 @@ def test_sixteen_bit_png_is_scaled_not_clipped(tmp_path):
     x = load_image(str(tmp_path / "g16.png"), (64, 32))
     assert x.shape == (3, 64, 32) and int(x.min()) == 0 and int(x.max()) == 255
     assert len(np.unique(x[0, 0].numpy())) > 16  # a ramp, not a white image
+
+
+def test_broken_links_and_train_test_leaks_are_reported(market, tmp_path):
+    """--no-decode still finds a path that is not a file (a broken symlink); a training image linked or copied
+    byte for byte into an evaluation split is a leak."""
+    import shutil
+
+    from conftest import run_tool_here
+
+    train_img = market / "bounding_box_train" / "0002_c1s1_000451_03.jpg"
+    link = market / "bounding_box_test" / "0003_c1s1_000007_00.jpg"
+    os.symlink(tmp_path / "gone.jpg", link)
+    res = run_tool_here("check_dataset.py", "--dataset", "market1501", "--data-root", market, "--no-decode", check=False)
+    assert res.returncode == 1 and "broken link" in res.stdout and link.name in res.stdout
+    link.unlink()
+    os.symlink(train_img, link)  # the same file under a test name
+    report = check_dataset(build_dataset("market1501", str(market)), decode=False, progress=False)
+    leak = [p for p in report["problems"] if p["kind"] == "leak"]
+    assert leak and leak[0]["paths"] == [str(link)] and not report["usable"]
+    link.unlink()
+    shutil.copy(train_img, market / "query" / "0003_c2s1_000009_00.jpg")  # a byte-for-byte copy
+    report = check_dataset(build_dataset("market1501", str(market)), decode=False, progress=False)
+    assert [p["paths"] for p in report["problems"] if p["kind"] == "leak"] == [[str(market / "query" / "0003_c2s1_000009_00.jpg")]]

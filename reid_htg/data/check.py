@@ -9,6 +9,7 @@ import pandas as pd
 from PIL import Image
 
 from reid_htg.data.table import SPLITS
+from reid_htg.utils.hashing import file_sha256
 from reid_htg.utils.progress import progress as progress_bar
 
 
@@ -63,6 +64,71 @@ def single_image_classes(df: pd.DataFrame) -> pd.DataFrame:
     return t[counts == 1]
 
 
+def missing_files(paths) -> list[str]:
+    """The paths that are not a readable file (missing, a folder, a broken symlink), in input order."""
+    return [p for p in paths if not os.path.isfile(p)]
+
+
+def train_test_leaks(df: pd.DataFrame) -> list[tuple[str, str]]:
+    """(training path, evaluation path) pairs that are the same image: the same file (a link) or the same bytes.
+
+    Only files of equal size are hashed, so a clean dataset costs one ``stat`` per image.
+    """
+    train = [p for p in df.loc[df["split"] == "train", "path"] if os.path.isfile(p)]
+    held = [p for p in df.loc[df["split"] != "train", "path"] if os.path.isfile(p)]
+    if not train or not held:
+        return []
+    sizes: dict[int, list[str]] = {}
+    for p in train:
+        sizes.setdefault(os.path.getsize(p), []).append(p)
+    leaks, digests = [], {}
+    for q in held:
+        for p in sizes.get(os.path.getsize(q), []):
+            same = os.path.realpath(p) == os.path.realpath(q)
+            if not same:
+                for f in (p, q):
+                    if f not in digests:
+                        digests[f] = file_sha256(f)
+                same = digests[p] == digests[q]
+            if same:
+                leaks.append((p, q))
+                break
+    return leaks
+
+
+def _split_counts(df: pd.DataFrame) -> dict:
+    return {
+        s: {
+            "images": int((df["split"] == s).sum()),
+            "ids": int(df.loc[(df["split"] == s) & (df["pid"] != -1), "pid"].nunique()),
+            "cams": int(df.loc[df["split"] == s, "camid"].nunique()),
+        }
+        for s in SPLITS
+    }
+
+
+def _file_problems(df: pd.DataFrame, decode: bool, progress: bool) -> list[dict]:
+    """Missing files (also without decoding), unreadable images (with it) and training images in an evaluation split."""
+    problems = []
+    missing = missing_files(df["path"])
+    if missing:
+        problems.append({"kind": "missing", "message": f"{len(missing)} image path(s) are not files (missing, or a broken link); "
+                         "fix or remove them", "paths": missing})
+    if decode:
+        gone = set(missing)
+        bad = find_unreadable([p for p in df["path"] if p not in gone], progress=progress)
+        if bad:
+            problems.append({"kind": "unreadable", "message": f"{len(bad)} image(s) cannot be read; fix or remove them "
+                             "(training can skip them with data.skip_unreadable=true)", "paths": [p for p, _ in bad],
+                             "reasons": [r for _, r in bad]})
+    leaks = train_test_leaks(df)
+    if leaks:
+        problems.append({"kind": "leak", "message": f"{len(leaks)} evaluation image(s) are training images (the same file or the "
+                         f"same bytes, first: {leaks[0][1]} = {leaks[0][0]}): scores on them are not held out; remove them from one side",
+                         "paths": [q for _, q in leaks]})
+    return problems
+
+
 def check_dataset(df: pd.DataFrame, decode: bool = True, progress: bool = True) -> dict:
     """Everything wrong with a dataset, as a report.
 
@@ -81,21 +147,15 @@ def check_dataset(df: pd.DataFrame, decode: bool = True, progress: bool = True) 
         ``{"splits": {split: {"images", "ids", "cams"}}, "problems": [...], "usable": bool, "usable_for": [...]}``
         with ``usable_for`` a subset of ``["training", "evaluation"]``. Each
         problem is a dict with ``kind``, ``message`` and, where it applies,
-        ``paths``. Unreadable images, a query split without a gallery (or the
-        reverse), and data that can neither train nor evaluate make a dataset
+        ``paths``. Missing or unreadable images, evaluation images that are
+        training images (a link or a byte-for-byte copy), a query split without
+        a gallery (or the reverse), and data that can neither train nor evaluate make a dataset
         unusable; queries without a true match and test images alone in their
         class are reported (evaluation counts them) and make it unusable for
         evaluation only when nothing is left to score.
     """
     problems = []
-    splits = {
-        s: {
-            "images": int((df["split"] == s).sum()),
-            "ids": int(df.loc[(df["split"] == s) & (df["pid"] != -1), "pid"].nunique()),
-            "cams": int(df.loc[df["split"] == s, "camid"].nunique()),
-        }
-        for s in SPLITS
-    }
+    splits = _split_counts(df)
     n = {s: splits[s]["images"] for s in SPLITS}
     blocked = False
     if bool(n["query"]) != bool(n["gallery"]):
@@ -132,19 +192,9 @@ def check_dataset(df: pd.DataFrame, decode: bool = True, progress: bool = True) 
                 }
             )
             class_eval = len(single) < n["test"]
-    if decode:
-        bad = find_unreadable(df["path"], progress=progress)
-        if bad:
-            blocked = True
-            problems.append(
-                {
-                    "kind": "unreadable",
-                    "message": f"{len(bad)} image(s) cannot be read; fix or remove them "
-                    "(training can skip them with data.skip_unreadable=true)",
-                    "paths": [p for p, _ in bad],
-                    "reasons": [r for _, r in bad],
-                }
-            )
+    files = _file_problems(df, decode, progress)
+    problems += files
+    blocked = blocked or bool(files)
     usable_for = (["training"] if n["train"] else []) + (["evaluation"] if reid_eval or class_eval else [])
     if not usable_for:
         problems.append({"kind": "nothing_to_do", "message": "no training split and nothing to evaluate "
