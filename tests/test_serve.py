@@ -9,6 +9,7 @@ import sys
 import time
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 from conftest import run_tool_here
@@ -432,3 +433,57 @@ def test_a_full_disk_on_commit_is_a_507_with_nothing_written(tmp_path, monkeypat
     res = TestClient(create_app(g)).post("/items", json={"embeddings": [[0.1] * 16], "metadata": [{"pid": 1}]})
     assert res.status_code == 507 and "disk is full" in res.json()["error"]
     g.close()
+
+
+def test_a_model_is_identified_by_its_weights_not_its_metadata(tmp_path):
+    """An .xml with another model's .bin, and an ONNX file whose weights were swapped under copied metadata, are
+    refused: the metadata's fingerprint is believed only for the weights it was written with."""
+    import onnx
+    from onnx import numpy_helper
+
+    from reid_htg.serve.embedder import Embedder
+    from reid_htg.serve.export import export_onnx
+
+    one = _checkpoint(tmp_path / "one.pt", seed=0)
+    two = _checkpoint(tmp_path / "two.pt", seed=1)
+    export_onnx(one, str(tmp_path / "one.onnx"))
+    proto = onnx.load(str(tmp_path / "one.onnx"))
+    init = proto.graph.initializer[0]
+    init.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(init) * 1.5, init.name))  # other weights, the same metadata
+    onnx.save(proto, str(tmp_path / "changed.onnx"))
+    assert Embedder.load(str(tmp_path / "one.onnx")).fingerprint == Embedder.load(one).fingerprint
+    with pytest.raises(ValueError, match="not those its reid_htg metadata was written for"):
+        Embedder.load(str(tmp_path / "changed.onnx"))
+    if importlib.util.find_spec("openvino") is None:
+        return
+    from reid_htg.serve.export import export_openvino
+
+    export_openvino(one, str(tmp_path / "one.xml"))
+    export_openvino(two, str(tmp_path / "two.xml"))
+    os.replace(tmp_path / "two.bin", tmp_path / "one.bin")  # model 1's .xml beside model 2's .bin
+    with pytest.raises(ValueError, match="does not hold the weights"):
+        Embedder.load(str(tmp_path / "one.xml"))
+
+
+def test_a_gallery_without_a_fingerprint_serves_embeddings_only(tmp_path):
+    from fastapi.testclient import TestClient
+
+    from reid_htg.serve.app import create_app
+    from reid_htg.serve.embedder import Embedder
+    from reid_htg.serve.store import DurableGallery
+
+    embedder = Embedder.load(_checkpoint(tmp_path / "last.pt"))
+    x = np.random.default_rng(0).standard_normal((4, embedder.dim)).astype(np.float32)
+    GalleryIndex.build(x, pd.DataFrame({"pid": [1, 2, 3, 4]})).save(str(tmp_path / "idx"))  # no fingerprint recorded
+    image = [("files", ("a.png", open(_images(tmp_path / "img", n=1)[0], "rb").read(), "image/png"))]
+    for accept, status in ((False, 409), (True, 200)):
+        gallery = DurableGallery(str(tmp_path / f"svc{accept}"), str(tmp_path / "idx"))
+        try:
+            client = TestClient(create_app(gallery, embedder, accept_any_model=accept))
+            res = client.post("/search", files=image, data={"k": "2"})
+            assert res.status_code == status, res.text
+            if not accept:
+                assert "--accept-any-model" in res.json()["error"]
+            assert client.post("/search", json={"embeddings": x[:1].tolist(), "k": 2}).status_code == 200
+        finally:
+            gallery.close()

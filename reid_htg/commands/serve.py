@@ -32,6 +32,8 @@ def main(argv=None) -> int:
     model.add_argument("--onnx", help="an ONNX file of tools/export.py (embeds uploaded images, no PyTorch model code)")
     ap.add_argument("--data-dir", help="where the SQLite log and snapshots live (default: INDEX.service)")
     ap.add_argument("--host", default="127.0.0.1")
+    ap.add_argument("--accept-any-model", action="store_true",
+                    help="serve image requests against a gallery that records no model fingerprint (by default only embeddings)")
     ap.add_argument("--port", type=int, default=8000)
     ap.add_argument("--api-key", default=os.environ.get("REID_API_KEY"), help="required in X-API-Key for writes (default: $REID_API_KEY)")
     ap.add_argument("--fold-every", type=int, default=1000, help="writes between index snapshots")
@@ -72,7 +74,7 @@ def main(argv=None) -> int:
 
     saved = read_threshold(args.index) if args.index else None
     threshold = check_threshold(args.threshold) if args.threshold is not None else (saved or {}).get("distance")
-    app = create_app(gallery, embedder, api_key=args.api_key, max_k=args.max_k, max_body_bytes=int(args.max_body_mb * 2**20),
+    app = create_app(gallery, embedder, accept_any_model=args.accept_any_model, api_key=args.api_key, max_k=args.max_k, max_body_bytes=int(args.max_body_mb * 2**20),
                      threshold=threshold)
     print(f"serving {len(gallery.index)} items ({gallery.index.index_type}, {gallery.index.dim}-d) from {data_dir} "
           f"({gallery.replayed} logged writes replayed) on http://{args.host}:{args.port}"

@@ -121,9 +121,11 @@ def known_keys(keys, known: tuple[str, ...], what: str) -> None:
 
 
 def create_app(gallery: DurableGallery, embedder=None, api_key: str | None = None, max_k: int = 1000,
-               max_body_bytes: int = 32 << 20, max_batch: int = 1024, max_results: int = 100_000, threshold: float | None = None) -> FastAPI:
+               max_body_bytes: int = 32 << 20, max_batch: int = 1024, max_results: int = 100_000, threshold: float | None = None,
+               accept_any_model: bool = False) -> FastAPI:
     """The FastAPI app over ``gallery``; ``embedder`` (``reid_htg.serve.embedder.Embedder``) enables image requests; with a
-    ``threshold`` (a distance), every search also answers per query whether its best match is beyond it (``unknown``)."""
+    ``threshold`` (a distance), every search also answers per query whether its best match is beyond it (``unknown``).
+    A gallery that records no model fingerprint serves embedding requests only, unless ``accept_any_model``."""
     app = FastAPI(title="reid-htg retrieval service")
     index = gallery.index
     model_fp = embedder.fingerprint if embedder is not None else None
@@ -197,6 +199,9 @@ def create_app(gallery: DurableGallery, embedder=None, api_key: str | None = Non
         """(image bytes list, form) of a multipart request; checks the server's model against the index's."""
         if embedder is None:
             raise BadRequest("this server has no model (start it with --checkpoint or --onnx) to embed images; send embeddings", 400)
+        if not index.fingerprint and not accept_any_model:
+            raise BadRequest("this gallery records no model fingerprint (built from embeddings without one), so no model can be "
+                             "checked against it: send embeddings, or start the server with --accept-any-model", 409)
         if index.fingerprint and index.fingerprint != model_fp:
             raise BadRequest(f"the gallery was built by model {index.fingerprint} and this server embeds with {model_fp}: "
                              "their features are not comparable; serve the model that built the index", 409)

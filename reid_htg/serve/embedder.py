@@ -17,6 +17,7 @@ import numpy as np
 
 from reid_htg.data.decode import read_rgb
 from reid_htg.utils.extras import install_hint
+from reid_htg.utils.hashing import file_sha256, onnx_weights_sha256
 
 META_PREFIX = "reid_htg."
 
@@ -48,11 +49,15 @@ class Embedder:
         core = ov.Core()
         ir = core.read_model(path)
         meta = {}
-        for k in ("height", "width", "dim", "fingerprint"):
+        for k in ("height", "width", "dim", "fingerprint", "weights_sha256"):
             try:
                 meta[k] = ir.get_rt_info(["reid_htg", k]).astype(str)
             except RuntimeError:
                 raise ValueError(f"{path} lacks reid_htg metadata {k!r}; export it with tools/export.py --format openvino") from None
+        bin_path = path[:-4] + ".bin"
+        if not os.path.isfile(bin_path) or file_sha256(bin_path) != meta["weights_sha256"]:
+            raise ValueError(f"{bin_path} does not hold the weights {path} was exported with (its metadata names model "
+                             f"{meta['fingerprint']}); keep an .xml with its own .bin, or export again with tools/export.py")
         config = {"INFERENCE_PRECISION_HINT": "f32"}  # CPUs with bf16 units would otherwise run in bf16: parity with PyTorch is 1e-4
         if threads:
             config["INFERENCE_NUM_THREADS"] = threads
@@ -102,9 +107,17 @@ class Embedder:
         except Exception as exc:  # noqa: BLE001 - onnxruntime raises its own types for a bad file
             raise ValueError(f"{path} is not a loadable ONNX model ({type(exc).__name__}: {str(exc).splitlines()[0]})") from None
         meta = sess.get_modelmeta().custom_metadata_map
-        need = [k for k in ("height", "width", "dim", "fingerprint") if META_PREFIX + k not in meta]
+        need = [k for k in ("height", "width", "dim", "fingerprint", "weights_sha256") if META_PREFIX + k not in meta]
         if need:
             raise ValueError(f"{path} lacks reid_htg metadata {need}; export it with tools/export.py")
+        import onnx
+
+        if onnx_weights_sha256(onnx.load(path)) != meta[META_PREFIX + "weights_sha256"]:
+            raise ValueError(f"{path}'s weights are not those its reid_htg metadata was written for (model "
+                             f"{meta[META_PREFIX + 'fingerprint']}): the file was changed or its metadata copied; export again with tools/export.py")
+        shape = sess.get_inputs()[0].shape
+        if len(shape) != 4 or shape[1] not in (3, "3"):
+            raise ValueError(f"{path} takes input of shape {shape}, not images (N, 3, H, W); export it with tools/export.py")
         name = sess.get_inputs()[0].name
 
         def run(batch: np.ndarray) -> np.ndarray:

@@ -16,7 +16,7 @@ import torch
 from reid_htg.checkpoint import load_checkpoint, model_from_checkpoint
 from reid_htg.data.transforms import IMAGENET_MEAN, IMAGENET_STD
 from reid_htg.serve.embedder import META_PREFIX
-from reid_htg.utils.hashing import model_fingerprint
+from reid_htg.utils.hashing import file_sha256, model_fingerprint, onnx_weights_sha256
 
 
 class _Normalised(torch.nn.Module):
@@ -54,6 +54,7 @@ def export_onnx(checkpoint: str, out: str, opset: int = 17, check_batch: int = 4
         torch.onnx.export(wrapped, (example,), tmp, input_names=["images"], output_names=["features"], opset_version=opset,
                           dynamic_axes={"images": {0: "batch"}, "features": {0: "batch"}}, dynamo=False)
         proto = onnx.load(tmp)
+        meta["weights_sha256"] = onnx_weights_sha256(proto)  # what a loader recomputes: the metadata belongs to these weights
         for k, v in meta.items():
             entry = proto.metadata_props.add()
             entry.key, entry.value = META_PREFIX + k, str(v)
@@ -92,9 +93,13 @@ def export_openvino(checkpoint: str, out: str, opset: int = 17, check_batch: int
         ir = ov.convert_model(onnx_tmp)
         meta = {"height": size[0], "width": size[1], "dim": model.dim, "fingerprint": parity["fingerprint"],
                 "eval_feature": model.eval_feature, "source": checkpoint}
+        ov.save_model(ir, stem + ".xml", compress_to_fp16=False)
+        meta["weights_sha256"] = file_sha256(stem + ".bin")  # the .bin's bytes do not depend on the .xml's runtime info
         for k, v in meta.items():
             ir.set_rt_info(str(v), ["reid_htg", k])
         ov.save_model(ir, stem + ".xml", compress_to_fp16=False)
+        if file_sha256(stem + ".bin") != meta["weights_sha256"]:
+            raise RuntimeError("OpenVINO wrote different weights on a second save; cannot record which weights the model has")
         wrapped = _Normalised(model).eval()
         x = torch.rand(check_batch, 3, *size, generator=torch.Generator().manual_seed(1))
         with torch.no_grad():

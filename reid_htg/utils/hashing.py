@@ -29,3 +29,20 @@ def model_fingerprint(state_dict) -> str:
         h.update(str(arr.shape).encode())
         h.update(np.ascontiguousarray(arr).tobytes())
     return h.hexdigest()[:16]
+
+
+def onnx_weights_sha256(model) -> str:
+    """SHA-256 of an ONNX model's weights (its initializers: names, shapes and values, in name order).
+
+    Args:
+        model: an ``onnx.ModelProto``.
+    """
+    from onnx import numpy_helper
+
+    h = hashlib.sha256()
+    for init in sorted(model.graph.initializer, key=lambda t: t.name):
+        arr = numpy_helper.to_array(init)
+        h.update(init.name.encode())
+        h.update(str(arr.shape).encode())
+        h.update(np.ascontiguousarray(arr).tobytes())
+    return h.hexdigest()
