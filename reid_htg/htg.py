@@ -33,9 +33,15 @@ and is an argument of :class:`HTG`.
   anchor-negative together, until the triplet is wrong by the margin), or
   ``hard``, relu(d_an - d_ap) (until it is just violated, gap 0); plus label
   preservation (weight ``g_label``), cross-entropy of D's (K+1)-way logits on
-  the generated rows of the joint real + generated batch, and of the embedding
-  network's identity classifier, against the true identity; plus an optional
-  ``g_close |G(f) - f|^2 / |f|^2``. Only G's weights move.
+  the generated rows of the joint real + generated batch against the true
+  identity (``g_classifier`` adds the embedding network's identity classifier,
+  which the paper does not have); plus ``g_close |G(f) - f|^2 / |f|^2``. With
+  ``g_balance="grad_norm"`` the label term's gradient is rescaled each step to
+  ``g_label`` times the target's gradient norm (unbalanced it was 50-170x the
+  target's), and with ``g_center`` G's move is centred over the batch (one
+  shift of the whole batch met the target without making a triplet harder).
+  Only G's weights move. The defaults pass the fixed-F gate
+  (``benchmarks/htg_fixed_f.py``, :data:`GATE`).
 - **F's hard-triplet term**: the ordinary triplet loss on G's triplets,
   back-propagated through a frozen copy of G's weights into the embedding
   network, added to the biasless softmax + triplet loss on real features.
