@@ -46,9 +46,9 @@ import numpy as np
 import torch
 
 from reid_htg.builders import build_htg
-from reid_htg.checkpoint import load_checkpoint, model_from_checkpoint
-from reid_htg.config import TrainConfig, load_config
-from reid_htg.data import build_dataset, relabel
+from reid_htg.checkpoint import CheckpointError, load_checkpoint, model_from_checkpoint
+from reid_htg.config import ConfigError, TrainConfig, load_config
+from reid_htg.data import DatasetError, build_dataset, relabel
 from reid_htg.data.dataset import ImageSet
 from reid_htg.data.sampler import PKSampler
 from reid_htg.device import flush_denormal
@@ -178,7 +178,10 @@ def main(argv=None) -> int:
     if not os.path.exists(args.data_root):
         raise SystemExit(f"error: data root {args.data_root} not found; pass --data-root pointing at the dataset")
     flush_denormal()
-    result = run(args, args.overrides)
+    try:
+        result = run(args, args.overrides)
+    except (DatasetError, CheckpointError, ConfigError) as exc:  # a wrong dataset name, file or key: one line, not a traceback
+        raise SystemExit(f"error: {exc}") from None
     print(f"\nHTG with F fixed: {args.checkpoint} (sha256 {result['checkpoint_sha256'][:16]}...) on {args.dataset}'s training split, "
           f"{result['images']} images of {result['identities']} identities; {args.steps} G/D steps, seed {args.seed}, "
           f"P x K = {args.p} x {args.k}; {' '.join(args.overrides) or 'default htg'}; measured on 20 fresh batches")

@@ -40,7 +40,7 @@ def check_embeddings(x, what: str = "embeddings", dim: int | None = None) -> np.
     if arr.shape[1] == 0:
         raise EmbeddingsError(f"{what}: {arr.shape[0]} embeddings of dimension 0 (zero width); embed with a model")
     if dim is not None and arr.shape[1] != dim:
-        raise EmbeddingsError(f"{what} have dimension {arr.shape[1]}, but {dim} is expected; were they made by another model?")
+        raise EmbeddingsError(f"{what} have dimension {arr.shape[1]}, but {dim}-d embeddings are expected here; were they made by another model?")
     bad = ~np.isfinite(arr).all(1)
     if bad.any():
         raise EmbeddingsError(f"{what}: NaN or inf in {int(bad.sum())} row(s) (first: row {int(np.flatnonzero(bad)[0])})")

@@ -43,6 +43,7 @@ import numpy as np
 import pandas as pd
 
 from reid_htg.metrics.distance import METRICS
+from reid_htg.retrieval.checks import EmbeddingsError, check_embeddings
 from reid_htg.utils.hashing import file_sha256
 from reid_htg.utils.locks import RWLock
 
@@ -309,21 +310,14 @@ class GalleryIndex:
         return idx
 
     def check_vectors(self, x, what: str) -> np.ndarray:
-        """``x`` as (N, dim) float32 (normalised for cosine), or a GalleryIndexError naming a wrong dimension, NaN/inf or a zero vector."""
-        x = np.asarray(x, dtype=np.float32)
-        if x.ndim == 1:
-            x = x[None, :]
-        if x.ndim != 2 or x.shape[1] != self.dim:
-            raise GalleryIndexError(f"{what} have dimension {x.shape[-1] if x.ndim else '?'}, but this index holds {self.dim}-d embeddings; "
-                              "were they made by another model?")
-        bad = ~np.isfinite(x).all(1)
-        if bad.any():
-            raise GalleryIndexError(f"{what} contain NaN or inf in {int(bad.sum())} row(s) (first: row {int(np.flatnonzero(bad)[0])})")
+        """``x`` as (N, dim) float32 (normalised for cosine), or a GalleryIndexError naming a wrong dimension, NaN/inf or a
+        zero vector (:func:`reid_htg.retrieval.checks.check_embeddings`, the one embeddings check)."""
+        try:
+            x = check_embeddings(x, what, dim=self.dim)
+        except EmbeddingsError as exc:
+            raise GalleryIndexError(str(exc)) from None
         if self.metric == "cosine":
-            norms = np.linalg.norm(x, axis=1, keepdims=True)
-            if (norms == 0).any():
-                raise GalleryIndexError(f"{what} contain all-zero rows, which have no direction for cosine search")
-            x = x / norms
+            x = x / np.linalg.norm(x, axis=1, keepdims=True)
         return np.ascontiguousarray(x)
 
     def _check_fingerprint(self, fingerprint: str | None, what: str) -> None:
